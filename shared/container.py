@@ -1,0 +1,183 @@
+"""Composition root: the one place that builds clients, lazily, and reuses them.
+
+Azure Functions keeps a worker process alive across invocations, so clients
+(Key Vault, blob storage, HTTP sessions) are built on first use and reused;
+nothing is built or read from the environment at import time, which keeps
+cold start cheap and lets tests build a container from explicit settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from shared.engine import RotationEngine, StepHook
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from shared.lease import BlobLocker
+    from shared.ports import Consumer, Notifier
+    from shared.rotators.base import Rotator
+    from shared.vault import KeyVaultStore
+
+
+class Container:
+    def __init__(self, settings: Settings | None = None, *, after_step: StepHook | None = None) -> None:
+        self._settings = settings
+        self._after_step = after_step
+        self._credential: AsyncTokenCredential | None = None
+        self._stores: dict[str, KeyVaultStore] = {}
+        self._locker: BlobLocker | None = None
+        self._blob_service: Any = None
+        self._rotators: dict[str, Rotator] | None = None
+        self._notifier: Notifier | None = None
+        self._notifier_built = False
+        self._engine: RotationEngine | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env(os.environ)
+        return self._settings
+
+    def credential(self) -> AsyncTokenCredential:
+        if self._credential is None:
+            if self.settings.vault_credential == "emulator":
+                from shared.credentials import EmulatorCredential
+
+                self._credential = EmulatorCredential()
+            else:
+                from azure.identity.aio import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+        return self._credential
+
+    def store(self, vault: str) -> KeyVaultStore:
+        name = vault.strip().lower()
+        store = self._stores.get(name)
+        if store is None:
+            from azure.keyvault.secrets.aio import SecretClient
+
+            from shared.vault import KeyVaultStore
+
+            s = self.settings
+            client = SecretClient(
+                s.vault_url(name),  # raises VaultNotAllowed for anything off the list
+                self.credential(),
+                verify_challenge_resource=s.vault_verify_challenge_resource,
+                connection_verify=s.vault_ca_bundle or True,
+                retry_total=s.vault_max_retries,
+                retry_backoff_factor=s.vault_retry_backoff_seconds,
+                retry_backoff_max=s.vault_retry_max_wait_seconds,
+            )
+            store = KeyVaultStore(name, client)
+            self._stores[name] = store
+        return store
+
+    @property
+    def locker(self) -> BlobLocker:
+        if self._locker is None:
+            from azure.storage.blob.aio import BlobServiceClient
+
+            from shared.errors import ConfigurationError
+            from shared.lease import BlobLocker
+
+            s = self.settings
+            if s.storage_connection_string:
+                service = BlobServiceClient.from_connection_string(s.storage_connection_string)
+            elif s.storage_blob_service_uri:
+                service = BlobServiceClient(s.storage_blob_service_uri, credential=self.credential())
+            else:
+                raise ConfigurationError("AzureWebJobsStorage is not configured; the rotation lease needs it")
+            self._blob_service = service
+            self._locker = BlobLocker(service, s.lease_container, s.lease_wait_seconds)
+        return self._locker
+
+    @property
+    def rotators(self) -> dict[str, Rotator]:
+        if self._rotators is None:
+            from shared.rotators.jwt_key import JwtRotator
+            from shared.rotators.postgres import PostgresRotator
+            from shared.rotators.random_secret import RandomRotator
+            from shared.rotators.redis import RedisRotator
+
+            lifetime = timedelta(seconds=self.settings.jwt_max_token_lifetime_seconds)
+            self._rotators = {
+                "random": RandomRotator(),
+                "jwt": JwtRotator(lifetime),
+                "postgres": PostgresRotator(),
+                "redis": RedisRotator(),
+            }
+        return self._rotators
+
+    @property
+    def notifier(self) -> Notifier | None:
+        if not self._notifier_built:
+            self._notifier_built = True
+            s = self.settings
+            if s.consumers or s.eventgrid_topic_endpoint:
+                from shared.notifiers.composite import build_notifier
+
+                self._notifier = build_notifier(s, self.credential(), self._secret_reader_for_default_vault())
+        return self._notifier
+
+    def _secret_reader_for_default_vault(self) -> KeyVaultStore | None:
+        vault = self.settings.default_vault
+        return self.store(vault) if vault else None
+
+    def consumers_for(self, secret_name: str, tag_value: str | None) -> Sequence[Consumer]:
+        s = self.settings
+        if not s.consumers and not tag_value:
+            return ()
+        from shared.consumers import resolve_consumers
+
+        return resolve_consumers(s.consumers, secret_name, tag_value)
+
+    @property
+    def engine(self) -> RotationEngine:
+        if self._engine is None:
+            self._engine = RotationEngine(
+                settings=self.settings,
+                stores=self.store,
+                locker=self.locker,
+                rotators=self.rotators,
+                notifier=self.notifier,
+                consumers_for=self.consumers_for,
+                after_step=self._after_step,
+            )
+        return self._engine
+
+    async def aclose(self) -> None:
+        for store in self._stores.values():
+            await store.close()
+        self._stores.clear()
+        if self._blob_service is not None:
+            await self._blob_service.close()
+        closer = getattr(self._notifier, "close", None)
+        if closer is not None:
+            await closer()
+        if self._credential is not None:
+            await self._credential.close()
+
+
+_container: Container | None = None
+
+
+def get_container() -> Container:
+    """The process-wide container, built on first use."""
+    global _container  # noqa: PLW0603 - the one process-wide composition root
+    if _container is None:
+        _container = Container()
+    return _container
+
+
+def set_container(container: Container | None) -> None:
+    """Install a container built from explicit settings (tests, the demo)."""
+    global _container  # noqa: PLW0603
+    _container = container
+
+

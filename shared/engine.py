@@ -1,0 +1,560 @@
+"""The rotation engine: an explicit state machine over the rotator port.
+
+A rotation walks ``CREATE -> APPLY -> VERIFY -> COMMIT -> NOTIFY -> RETIRE``.
+Before COMMIT nothing durable records progress: a crash there leaves the
+vault serving the old, still-valid value, and the next delivery starts over
+with a fresh value (every rotator's ``apply`` converges whatever an abandoned
+attempt left downstream). From COMMIT on, the state lives in the tags of the
+version the rotation wrote (``rotated-state``), so any later invocation — a
+redelivered event, the HTTP route, the timer sweep — resumes it::
+
+    (current version due) --create/apply/verify--> [nothing durable]
+        --commit--> committed --notify--> notified --retire--> retired
+
+Duplicates never rotate twice: a near-expiry event names the version that is
+expiring, and once the vault serves a different version the event is done.
+Concurrent deliveries are serialised by a per-secret lease, and every
+decision is taken again after the lease is held, on a fresh read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from shared.errors import (
+    ManualOnly,
+    NotManaged,
+    PolicyError,
+    RotationError,
+    SecretNotFound,
+)
+from shared.model import SecretVersion
+from shared.policy import Policy, carried_tags, resolve_policy
+from shared.ports import Consumer, Lease, Locker, Notifier, NotifyResult, RotatedNotice, SecretStore
+from shared.rotators.base import RotationContext, Rotator
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_TAGS = 15
+TAG_VALUE_MAX = 256
+
+
+class Step(StrEnum):
+    CREATE = "create"
+    APPLY = "apply"
+    VERIFY = "verify"
+    COMMIT = "commit"
+    NOTIFY = "notify"
+    RETIRE = "retire"
+
+
+class State(StrEnum):
+    """Durable state of a rotation, kept in the ``rotated-state`` tag."""
+
+    COMMITTED = "committed"
+    NOTIFIED = "notified"
+    RETIRED = "retired"
+
+
+class Trigger(StrEnum):
+    NEAR_EXPIRY = "SecretNearExpiry"
+    EXPIRED = "SecretExpired"
+    HTTP = "http"
+    SWEEP = "sweep"
+
+
+class Tag:
+    ID = "rotated-id"
+    BY = "rotated-by"
+    AT = "rotated-at"
+    FROM = "rotated-from"
+    TRIGGER = "rotated-trigger"
+    STATE = "rotated-state"
+    PENDING = "rotated-pending"  # consumers that have not acknowledged yet
+    ACKS = "rotated-acks"
+    REPLACES = "rotated-replaces"
+    REASON = "rotated-reason"
+    CALLER = "rotated-caller"
+
+
+ESSENTIAL_RECORD_TAGS = 6  # ID, BY, AT, FROM, TRIGGER, STATE
+
+
+@dataclass(frozen=True)
+class RotationRequest:
+    vault: str
+    secret_name: str
+    trigger: Trigger
+    event_version: str | None = None  # the version a Key Vault event names
+    expected_version: str | None = None  # HTTP: rotate only if this is still current
+    force: bool = False
+    dry_run: bool = False
+    reason: str | None = None
+    caller: str | None = None
+
+
+@dataclass
+class Outcome:
+    status: str  # rotated | skipped | planned | completed
+    reason: str
+    vault: str
+    secret_name: str
+    rotation_id: str | None = None
+    previous_version: str | None = None
+    version: str | None = None
+    expires_on: datetime | None = None
+    state: str | None = None
+    steps: list[str] = field(default_factory=list)
+    consumers: list[dict[str, Any]] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    durations_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "status": self.status,
+            "reason": self.reason,
+            "vault": self.vault,
+            "secretName": self.secret_name,
+            "rotationId": self.rotation_id,
+            "previousVersion": self.previous_version,
+            "version": self.version,
+            "expiresOn": self.expires_on.isoformat() if self.expires_on else None,
+            "state": self.state,
+            "steps": self.steps,
+            "consumers": self.consumers,
+        }
+        if self.plan is not None:
+            data["plan"] = self.plan
+        return data
+
+
+StepHook = Callable[[Step, RotationRequest], Awaitable[None]]
+ConsumersFor = Callable[[str, str | None], Sequence[Consumer]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
+def pending_state(tags: Mapping[str, str]) -> str | None:
+    """The durable state of an unfinished rotation recorded on a version, if any."""
+    state = tags.get(Tag.STATE)
+    if state in (State.COMMITTED, State.NOTIFIED):
+        return state
+    if state == State.RETIRED and tags.get(Tag.REPLACES):
+        return State.RETIRED  # a replacement was written; the replaced version still needs disabling
+    return None
+
+
+class RotationEngine:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        stores: Callable[[str], SecretStore],
+        locker: Locker,
+        rotators: Mapping[str, Rotator],
+        notifier: Notifier | None = None,
+        consumers_for: ConsumersFor | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        after_step: StepHook | None = None,
+    ) -> None:
+        self._settings = settings
+        self._stores = stores
+        self._locker = locker
+        self._rotators = rotators
+        self._notifier = notifier
+        self._consumers_for = consumers_for or (lambda name, tag: ())
+        self._clock = clock
+        self._after_step = after_step
+
+    # ----------------------------------------------------------------- public
+
+    async def run(self, req: RotationRequest) -> Outcome:
+        """Handle one request: rotate if due, resume an unfinished rotation, or skip."""
+        store = self._stores(req.vault)
+        current = await store.get(req.secret_name)
+        policy = self._policy(req.secret_name, current)
+        rotate, why = self._decide(req, policy, current)
+        if req.dry_run:
+            return self._plan(req, policy, current, rotate, why)
+        if not rotate and pending_state(current.properties.tags) is None:
+            log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
+            return self._skipped(req, current, why)
+        async with self._locker.hold(f"{req.vault}/{req.secret_name}") as lease:
+            current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
+            policy = self._policy(req.secret_name, current)
+            resumed: Outcome | None = None
+            if pending_state(current.properties.tags) is not None:
+                resumed = await self._finish(store, req, policy, current, lease, previous=None)
+                current = await store.get(req.secret_name) if resumed.version != current.version else current
+            rotate, why = self._decide(req, policy, current)
+            if not rotate:
+                if resumed is not None:
+                    resumed.reason = f"{resumed.reason}; {why}"
+                    return resumed
+                return self._skipped(req, current, why)
+            return await self._rotate(store, req, policy, current, lease)
+
+    async def complete_pending(self, vault: str, secret_name: str, trigger: Trigger = Trigger.SWEEP) -> Outcome:
+        """Drive an unfinished rotation's notify/retire steps (timer sweep)."""
+        return await self.run(RotationRequest(vault=vault, secret_name=secret_name, trigger=trigger))
+
+    # --------------------------------------------------------------- decision
+
+    def _policy(self, name: str, current: SecretVersion) -> Policy:
+        policy = resolve_policy(name, current.properties.tags, self._settings.lead_days)
+        if policy is None:
+            raise NotManaged(f"secret {name} has no rotation policy")
+        if not policy.manual and policy.kind not in self._rotators:
+            raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
+        carried = carried_tags(current.properties.tags)
+        if len(carried) + ESSENTIAL_RECORD_TAGS > MAX_TAGS:
+            raise PolicyError(
+                f"secret {name} carries {len(carried)} tags; recording a rotation needs "
+                f"{ESSENTIAL_RECORD_TAGS} of Key Vault's {MAX_TAGS}"
+            )
+        return policy
+
+    def _decide(self, req: RotationRequest, policy: Policy, current: SecretVersion) -> tuple[bool, str]:
+        props = current.properties
+        if policy.manual and not req.force:
+            raise ManualOnly(f"secret {req.secret_name} is rotated by hand only; use force to rotate it")
+        if req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED) and req.event_version:
+            if req.event_version != props.version:
+                return False, (
+                    f"duplicate: the event names version {req.event_version}, "
+                    f"the vault already serves {props.version}"
+                )
+        if req.expected_version and req.expected_version != props.version:
+            return False, f"already rotated: the vault serves {props.version}, not {req.expected_version}"
+        if pending_state(props.tags) is not None and not req.force:
+            return False, "the previous rotation is still in its overlap (retirement pending)"
+        if req.force:
+            return True, "forced"
+        if req.trigger == Trigger.HTTP:
+            return True, "requested"
+        if req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED) and req.event_version:
+            return True, f"Key Vault reported {req.trigger} for the current version"
+        return policy.is_due(props, self._clock(), self._settings.lead_days)
+
+    # --------------------------------------------------------------- rotation
+
+    async def _step(self, step: Step, req: RotationRequest, timings: dict[str, float], started: float) -> None:
+        timings[step.value] = round((time.perf_counter() - started) * 1000, 2)
+        if self._after_step is not None:
+            await self._after_step(step, req)
+
+    async def _rotate(
+        self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease
+    ) -> Outcome:
+        rotator = self._rotators[policy.kind]
+        rotation_id = uuid.uuid4().hex
+        now = self._clock()
+        expires_on = policy.new_expiry(now)
+        ctx = RotationContext(
+            vault=req.vault,
+            secret_name=req.secret_name,
+            rotation_id=rotation_id,
+            now=now,
+            current=current,
+            options=dict(policy.options),
+            secrets=store,
+        )
+        timings: dict[str, float] = {}
+        extra = self._log_extra(req, rotation_id)
+        log.info("rotation started", extra=extra)
+
+        t = time.perf_counter()
+        new = await rotator.create(ctx)
+        await self._step(Step.CREATE, req, timings, t)
+        t = time.perf_counter()
+        await rotator.apply(ctx, new)
+        await self._step(Step.APPLY, req, timings, t)
+        t = time.perf_counter()
+        await rotator.verify(ctx, new)
+        await self._step(Step.VERIFY, req, timings, t)
+
+        await lease.ensure()  # never commit after losing exclusivity
+        t = time.perf_counter()
+        tags = carried_tags(current.properties.tags)
+        tags.update(
+            {
+                Tag.ID: rotation_id,
+                Tag.BY: policy.kind,
+                Tag.AT: now.isoformat(timespec="seconds"),
+                Tag.FROM: current.properties.version,
+                Tag.TRIGGER: str(req.trigger),
+                Tag.STATE: State.COMMITTED,
+            }
+        )
+        for key, text in ((Tag.REASON, req.reason), (Tag.CALLER, req.caller)):
+            if text and len(tags) < MAX_TAGS:
+                tags[key] = text[:TAG_VALUE_MAX]
+        props = await store.set(
+            req.secret_name,
+            new.value,
+            content_type=new.content_type,
+            tags=tags,
+            not_before=now,
+            expires_on=expires_on,
+        )
+        committed = SecretVersion(properties=props, value=new.value)
+        await self._step(Step.COMMIT, req, timings, t)
+        log.info("rotation committed", extra={**extra, "version": props.version})
+
+        outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings)
+        outcome.status = "rotated"
+        outcome.reason = f"rotated ({outcome.reason})"
+        outcome.steps = [Step.CREATE, Step.APPLY, Step.VERIFY, Step.COMMIT, *outcome.steps]
+        return outcome
+
+    # ------------------------------------------------- post-commit: notify, retire
+
+    async def _finish(
+        self,
+        store: SecretStore,
+        req: RotationRequest,
+        policy: Policy,
+        version: SecretVersion,
+        lease: Lease,
+        previous: SecretVersion | None,
+        timings: dict[str, float] | None = None,
+    ) -> Outcome:
+        timings = timings if timings is not None else {}
+        tags = dict(version.properties.tags)
+        rotation_id = tags.get(Tag.ID)
+        extra = self._log_extra(req, rotation_id, version=version.properties.version)
+        steps: list[str] = []
+        consumers_report: list[dict[str, Any]] = []
+        rotator = self._rotators.get(policy.kind)
+        name = req.secret_name
+        if previous is None and tags.get(Tag.FROM):
+            try:
+                previous = await store.get(name, tags[Tag.FROM])
+            except SecretNotFound:
+                previous = None  # already disabled or deleted: nothing left to read
+
+        if tags.get(Tag.STATE) == State.RETIRED and tags.get(Tag.REPLACES):
+            await store.update_properties(name, tags[Tag.REPLACES], enabled=False)
+            tags.pop(Tag.REPLACES)
+            await store.update_properties(name, version.properties.version, tags=tags)
+            return self._outcome("completed", "replaced version disabled", req, version, previous, tags, steps)
+
+        if tags.get(Tag.STATE) == State.COMMITTED or (
+            tags.get(Tag.STATE) == State.NOTIFIED and tags.get(Tag.PENDING)
+        ):
+            t = time.perf_counter()
+            result = await self._notify(req, policy, version, previous, tags)
+            consumers_report = [
+                {"consumer": c.consumer, "ok": c.ok, "status": c.status, "attempts": c.attempts, "error": c.error}
+                for c in result.consumers
+            ]
+            missing = [c.consumer for c in result.consumers if not c.ok]
+            acked = len(result.consumers) - len(missing)
+            tags[Tag.STATE] = State.NOTIFIED
+            tags[Tag.ACKS] = f"{acked}/{len(result.consumers)}"
+            if missing:
+                tags[Tag.PENDING] = ",".join(missing)[:TAG_VALUE_MAX]
+            else:
+                tags.pop(Tag.PENDING, None)
+            await store.update_properties(name, version.properties.version, tags=tags)
+            steps.append(Step.NOTIFY)
+            await self._step(Step.NOTIFY, req, timings, t)
+            log.info("consumers notified", extra={**extra, "acks": tags[Tag.ACKS]})
+
+        if tags.get(Tag.STATE) == State.NOTIFIED and rotator is not None:
+            ready, why = self._retire_ready(rotator, policy, version, tags)
+            if not ready:
+                return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
+            t = time.perf_counter()
+            ctx = RotationContext(
+                vault=req.vault,
+                secret_name=name,
+                rotation_id=rotation_id or "",
+                now=self._clock(),
+                current=version,
+                options=dict(policy.options),
+                secrets=store,
+            )
+            result_r = await rotator.retire(ctx, previous)
+            if not result_r.done:
+                return self._outcome("completed", f"retirement not done: {result_r.detail}", req, version,
+                                     previous, tags, steps, consumers_report)
+            if result_r.disable_previous and previous is not None and previous.properties.enabled:
+                await store.update_properties(name, previous.properties.version, enabled=False)
+            tags[Tag.STATE] = State.RETIRED
+            tags.pop(Tag.PENDING, None)
+            if result_r.replacement is not None:
+                await lease.ensure()
+                replacement_tags = {**tags, Tag.REPLACES: version.properties.version}
+                props = await store.set(
+                    name,
+                    result_r.replacement.value,
+                    content_type=result_r.replacement.content_type,
+                    tags=replacement_tags,
+                    not_before=version.properties.not_before,
+                    expires_on=version.properties.expires_on,
+                )
+                await store.update_properties(name, version.properties.version, enabled=False, tags=tags)
+                replacement_tags.pop(Tag.REPLACES)
+                await store.update_properties(name, props.version, tags=replacement_tags)
+                version = SecretVersion(properties=props, value=result_r.replacement.value)
+                tags = replacement_tags
+            else:
+                await store.update_properties(name, version.properties.version, tags=tags)
+            steps.append(Step.RETIRE)
+            await self._step(Step.RETIRE, req, timings, t)
+            log.info("previous credential retired", extra={**extra, "detail": result_r.detail})
+            return self._outcome("completed", "previous credential retired", req, version, previous, tags, steps,
+                                 consumers_report)
+        return self._outcome("completed", "nothing pending", req, version, previous, tags, steps, consumers_report)
+
+    def _retire_ready(
+        self, rotator: Rotator, policy: Policy, version: SecretVersion, tags: Mapping[str, str]
+    ) -> tuple[bool, str]:
+        now = self._clock()
+        rotated_at = _parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
+        overlap_fn = getattr(rotator, "retire_overlap", None)
+        overlap: timedelta = overlap_fn(policy.options) if overlap_fn is not None else timedelta(0)
+        grace = timedelta(hours=self._settings.grace_period_hours)
+        if now < rotated_at + overlap:
+            return False, f"retirement waits for the overlap until {(rotated_at + overlap).isoformat()}"
+        n_acked, _, n_total = tags.get(Tag.ACKS, "0/0").partition("/")
+        # With no consumer configured nobody can acknowledge: only the grace period retires.
+        everyone_acked = n_total.isdigit() and int(n_total) > 0 and n_acked == n_total and not tags.get(Tag.PENDING)
+        if self._settings.retire_when == "acknowledged_or_grace" and everyone_acked:
+            return True, "every consumer acknowledged"
+        deadline = rotated_at + max(grace, overlap)
+        if now >= deadline:
+            return True, "grace period ended"
+        return False, f"retirement waits for acknowledgements or the grace period until {deadline.isoformat()}"
+
+    async def _notify(
+        self,
+        req: RotationRequest,
+        policy: Policy,
+        version: SecretVersion,
+        previous: SecretVersion | None,
+        tags: Mapping[str, str],
+    ) -> NotifyResult:
+        consumers = list(self._consumers_for(req.secret_name, policy.consumers_tag))
+        pending = tags.get(Tag.PENDING)
+        if tags.get(Tag.STATE) == State.NOTIFIED and pending:
+            wanted = set(pending.split(","))
+            consumers = [c for c in consumers if c.name in wanted]
+        if self._notifier is None:
+            return NotifyResult()
+        notice = RotatedNotice(
+            vault=req.vault,
+            vault_url=self._settings.vault_url(req.vault),
+            secret_name=req.secret_name,
+            version=version.properties.version,
+            previous_version=previous.properties.version if previous else tags.get(Tag.FROM),
+            rotation_id=tags.get(Tag.ID, ""),
+            rotated_at=_parse_time(tags.get(Tag.AT)) or self._clock(),
+            expires_on=version.properties.expires_on,
+            trigger=tags.get(Tag.TRIGGER, str(req.trigger)),
+        )
+        try:
+            return await self._notifier.notify(notice, consumers)
+        except RotationError:
+            raise
+        except Exception as exc:  # a notifier bug must not undo a committed rotation
+            log.exception("notifier failed", extra=self._log_extra(req, notice.rotation_id))
+            raise RotationError("notification failed") from exc
+
+    # ---------------------------------------------------------------- results
+
+    def _outcome(
+        self,
+        status: str,
+        reason: str,
+        req: RotationRequest,
+        version: SecretVersion,
+        previous: SecretVersion | None,
+        tags: Mapping[str, str],
+        steps: list[str],
+        consumers: list[dict[str, Any]] | None = None,
+    ) -> Outcome:
+        return Outcome(
+            status=status,
+            reason=reason,
+            vault=req.vault,
+            secret_name=req.secret_name,
+            rotation_id=tags.get(Tag.ID),
+            previous_version=previous.properties.version if previous else tags.get(Tag.FROM),
+            version=version.properties.version,
+            expires_on=version.properties.expires_on,
+            state=tags.get(Tag.STATE),
+            steps=list(steps),
+            consumers=consumers or [],
+        )
+
+    def _skipped(self, req: RotationRequest, current: SecretVersion, why: str) -> Outcome:
+        return Outcome(
+            status="skipped",
+            reason=why,
+            vault=req.vault,
+            secret_name=req.secret_name,
+            version=current.properties.version,
+            expires_on=current.properties.expires_on,
+            state=current.properties.tags.get(Tag.STATE),
+        )
+
+    def _plan(self, req: RotationRequest, policy: Policy, current: SecretVersion, rotate: bool, why: str) -> Outcome:
+        now = self._clock()
+        consumers = [c.name for c in self._consumers_for(req.secret_name, policy.consumers_tag)]
+        plan = {
+            "rotator": policy.kind,
+            "wouldRotate": rotate,
+            "why": why,
+            "currentVersion": current.properties.version,
+            "steps": [
+                f"create: generate a new {policy.kind} value (options: {sorted(policy.options)})",
+                f"apply: make it valid in the {policy.kind} downstream while the current value stays valid",
+                "verify: prove the new value works before anything is written to the vault",
+                f"commit: write a new version expiring {policy.new_expiry(now).isoformat()}",
+                f"notify: ping {consumers or 'no consumers'} and publish SecretRotated",
+                "retire: invalidate the previous credential after acknowledgement or the grace period",
+            ],
+            "newExpiry": policy.new_expiry(now).isoformat(),
+            "consumers": consumers,
+        }
+        return Outcome(
+            status="planned",
+            reason=why,
+            vault=req.vault,
+            secret_name=req.secret_name,
+            version=current.properties.version,
+            expires_on=current.properties.expires_on,
+            plan=plan,
+        )
+
+    @staticmethod
+    def _log_extra(req: RotationRequest, rotation_id: str | None, **more: Any) -> dict[str, Any]:
+        return {
+            "rotation_id": rotation_id,
+            "vault": req.vault,
+            "secret": req.secret_name,
+            "trigger": str(req.trigger),
+            **more,
+        }
+

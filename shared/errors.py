@@ -1,0 +1,118 @@
+"""The one exception tree of the project.
+
+Every failure that crosses a module boundary is one of these, so the trigger
+modules can map it to an answer (retry, acknowledge, HTTP status) without
+knowing which SDK or driver raised it. Adapters translate with
+``raise ... from exc`` so the cause stays in the traceback for operators,
+while the message itself never carries secret material.
+
+::
+
+    RotationError                      base; .retryable says whether a redelivery may succeed
+    ├── PermanentError                 retrying will not help (acknowledge the event, 4xx)
+    │   ├── InvalidRequest             malformed event, body or name           -> 400
+    │   ├── VaultNotAllowed            vault not on the allow-list             -> 403
+    │   ├── SecretNotFound             secret or version does not exist        -> 404
+    │   ├── NotManaged                 secret has no rotation policy           -> 404
+    │   ├── ManualOnly                 policy says rotate by hand only         -> 409
+    │   ├── PolicyError                policy is invalid (e.g. rotation loop)  -> 400
+    │   ├── ConfigurationError         settings or secret tags are wrong       -> 500
+    │   └── Forbidden                  caller lacks the required app role      -> 403
+    └── TransientError                 a redelivery may succeed (raise, 5xx)
+        ├── RotationInProgress         another worker holds the lease          -> 409
+        ├── LeaseLost                  our lease expired mid-rotation
+        ├── VaultUnavailable           Key Vault throttled, failed or unreachable -> 503
+        ├── DownstreamError            PostgreSQL/Redis/consumer failed        -> 502
+        └── VerificationFailed         the new value did not work; nothing committed -> 502
+"""
+
+from __future__ import annotations
+
+
+class RotationError(Exception):
+    """Base of every project error. Messages must never contain secret values."""
+
+    retryable: bool = False
+    http_status: int = 500
+    code: str = "RotationError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class PermanentError(RotationError):
+    retryable = False
+    http_status = 400
+    code = "PermanentError"
+
+
+class InvalidRequest(PermanentError):
+    http_status = 400
+    code = "InvalidRequest"
+
+
+class VaultNotAllowed(PermanentError):
+    http_status = 403
+    code = "VaultNotAllowed"
+
+
+class SecretNotFound(PermanentError):
+    http_status = 404
+    code = "SecretNotFound"
+
+
+class NotManaged(PermanentError):
+    http_status = 404
+    code = "NotManaged"
+
+
+class ManualOnly(PermanentError):
+    http_status = 409
+    code = "ManualOnly"
+
+
+class PolicyError(PermanentError):
+    http_status = 400
+    code = "PolicyError"
+
+
+class ConfigurationError(PermanentError):
+    http_status = 500
+    code = "ConfigurationError"
+
+
+class Forbidden(PermanentError):
+    http_status = 403
+    code = "Forbidden"
+
+
+class TransientError(RotationError):
+    retryable = True
+    http_status = 503
+    code = "TransientError"
+
+
+class RotationInProgress(TransientError):
+    http_status = 409
+    code = "RotationInProgress"
+
+
+class LeaseLost(TransientError):
+    http_status = 503
+    code = "LeaseLost"
+
+
+class VaultUnavailable(TransientError):
+    http_status = 503
+    code = "VaultUnavailable"
+
+
+class DownstreamError(TransientError):
+    http_status = 502
+    code = "DownstreamError"
+
+
+class VerificationFailed(TransientError):
+    http_status = 502
+    code = "VerificationFailed"

@@ -1,0 +1,120 @@
+"""Ports: the small interfaces the core depends on.
+
+Adapters (Key Vault, blob lease, HTTP pings, Event Grid) implement them; unit
+tests may fake them. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from shared.model import SecretProperties, SecretVersion
+
+
+class SecretReader(Protocol):
+    async def get(self, name: str, version: str | None = None) -> SecretVersion:
+        """The latest (or the given) version with its value. Raises SecretNotFound."""
+
+
+class SecretStore(SecretReader, Protocol):
+    """One Key Vault."""
+
+    vault: str
+
+    async def set(
+        self,
+        name: str,
+        value: str,
+        *,
+        content_type: str | None,
+        tags: Mapping[str, str],
+        not_before: datetime | None,
+        expires_on: datetime | None,
+    ) -> SecretProperties:
+        """Write a new version (Key Vault always creates one)."""
+
+    async def update_properties(
+        self,
+        name: str,
+        version: str,
+        *,
+        enabled: bool | None = None,
+        tags: Mapping[str, str] | None = None,
+        expires_on: datetime | None = None,
+    ) -> SecretProperties:
+        """Change attributes or tags of one version; the value is immutable."""
+
+    def list_versions(self, name: str) -> AsyncIterator[SecretProperties]:
+        """Every version's properties, no values, in no particular order."""
+
+    def list_secrets(self) -> AsyncIterator[SecretProperties]:
+        """The latest version's properties of every secret, no values."""
+
+
+class Lease(Protocol):
+    async def ensure(self) -> None:
+        """Renew the lease; raise LeaseLost if it is no longer ours."""
+
+
+class Locker(Protocol):
+    def hold(self, key: str) -> AbstractAsyncContextManager[Lease]:
+        """Hold the exclusive per-secret lease for the duration of the block.
+
+        Waits up to the configured time; raises RotationInProgress if another
+        worker keeps it."""
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A service that caches a secret and must be told to re-read it."""
+
+    name: str
+    url: str
+    auth: str = "none"  # "none" | "entra" | "hmac"
+    audience: str | None = None  # for entra
+    hmac_secret: str | None = None  # name of the Key Vault secret holding the HMAC key
+
+
+@dataclass(frozen=True)
+class RotatedNotice:
+    """What consumers and subscribers are told. Never holds the value."""
+
+    vault: str
+    vault_url: str
+    secret_name: str
+    version: str
+    previous_version: str | None
+    rotation_id: str
+    rotated_at: datetime
+    expires_on: datetime | None
+    trigger: str
+
+
+@dataclass(frozen=True)
+class ConsumerResult:
+    consumer: str
+    ok: bool
+    status: int | None = None
+    acknowledged_version: str | None = None
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifyResult:
+    consumers: Sequence[ConsumerResult] = field(default_factory=tuple)
+    event_published: bool | None = None  # None: no topic configured
+    event_error: str | None = None
+
+    @property
+    def all_acknowledged(self) -> bool:
+        return all(c.ok for c in self.consumers)
+
+
+class Notifier(Protocol):
+    async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer]) -> NotifyResult:
+        """Ping every consumer and publish the SecretRotated event. Never raises for a consumer failure."""

@@ -1,0 +1,1 @@
+"""Rotators by kind; the composition root builds the registry."""

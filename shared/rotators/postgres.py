@@ -1,0 +1,572 @@
+"""PostgreSQL login rotation.
+
+The secret is a libpq connection string; only its user and password change,
+so consumers keep every other setting (host, TLS mode, application name)
+without the rotator having to understand them.
+
+Two strategies:
+
+``alternating`` (zero downtime)
+    Two LOGIN roles take turns. Both are members of one NOLOGIN owner role
+    and start every session with ``SET ROLE <owner>``, so whatever either of
+    them creates belongs to the owner and both see and may change the same
+    objects. A rotation gives the idle role a fresh password, consumers move
+    to it, and ``retire`` removes the password of the role they left. The
+    role in use is never touched, so no consumer is locked out at any step.
+
+``single``
+    One role whose password is replaced in ``apply``. Consumers that still
+    hold the old value are refused from that moment until they re-read the
+    vault, and a crash between ``apply`` and the vault write locks everyone
+    out until the next delivery rolls forward with yet another password. Use
+    it only where a second role is not an option.
+
+Options (``rotation-<name>`` tags, all strings):
+
+``admin-secret``   required; name of the vault secret holding an admin conninfo
+``strategy``       ``alternating`` | ``single``; default ``alternating`` when
+                   ``roles`` names two roles, else ``single``
+``roles``          ``app_blue,app_green`` (alternating: exactly two; single:
+                   at most one, default the user of the current secret)
+``owner-role``     NOLOGIN role owning the objects; required for alternating
+``create-roles``   ``true`` creates missing login and owner roles (alternating
+                   only); default ``false`` so a typo in a tag fails loudly
+                   instead of creating an empty role
+``probe``          SQL run with the new credential in ``verify``; ``SELECT 1``
+``connect-timeout`` seconds for every connection; default 5
+
+Passwords never reach the server in clear: libpq hashes them client-side to
+a SCRAM-SHA-256 verifier, so ``log_statement=all`` or ``pg_stat_activity``
+show only the verifier. Nothing here logs or raises with a password or a
+connection string; messages name the step and the role.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import string
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
+from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.rotators.base import RotationContext
+
+__all__ = [
+    "PASSWORD_ALPHABET",
+    "PostgresRotator",
+    "ConnInfo",
+    "build_conninfo_uri",
+    "generate_password",
+]
+
+logger = logging.getLogger(__name__)
+
+ROLE_NAME_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+STRATEGIES: Final = ("alternating", "single")
+URI_SCHEMES: Final = ("postgresql", "postgres")
+DEFAULT_PROBE: Final = "SELECT 1"
+DEFAULT_CONNECT_TIMEOUT: Final = 5
+DEFAULT_CONTENT_TYPE: Final = "application/x-postgresql-conninfo"
+
+# Symbols chosen to exercise every quoting layer (URI percent-encoding, libpq
+# key=value escaping) on every rotation, not only in tests.
+PASSWORD_ALPHABET: Final = string.ascii_letters + string.digits + "-_.~!*@:/%"
+PASSWORD_LENGTH: Final = 40
+
+
+def generate_password(length: int = PASSWORD_LENGTH) -> str:
+    """Random password from a CSPRNG; 40 chars of a 72-symbol alphabet is ~246 bits."""
+    if length < 32:
+        raise ValueError("passwords shorter than 32 characters are not allowed")
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+# --------------------------------------------------------------------------
+# connection strings
+# --------------------------------------------------------------------------
+
+
+def _parse_error(what: str) -> ConfigurationError:
+    # libpq's parse errors quote the offending fragment of the input, which may
+    # be the password, so the cause is deliberately not chained (``from None``).
+    return ConfigurationError(f"{what} is not a valid libpq connection string")
+
+
+def _uri_scheme(raw: str) -> str | None:
+    head, sep, _ = raw.strip().partition("://")
+    if sep and head.lower() in URI_SCHEMES:
+        return head.lower()
+    return None
+
+
+def _netloc_hosts(params: Mapping[str, str]) -> str | None:
+    """The ``host:port,...`` part of a URI, or None when it cannot carry them.
+
+    One port per host goes into the authority; a single port shared by
+    several hosts does not fit there (libpq would bind it to the last host
+    only), so it is left for the query string.
+    """
+    host = params.get("host")
+    if not host:
+        return None
+    hosts = host.split(",")
+    port = params.get("port")
+    ports = port.split(",") if port else []
+    if any(h == "" for h in hosts):
+        return None
+    if ports and len(ports) != len(hosts):
+        return None
+    parts: list[str] = []
+    for index, item in enumerate(hosts):
+        rendered = f"[{item}]" if ":" in item and not item.startswith("/") else quote(item, safe="")
+        if ports:
+            rendered += f":{quote(ports[index], safe='')}"
+        parts.append(rendered)
+    return ",".join(parts)
+
+
+def build_conninfo_uri(params: Mapping[str, str], scheme: str = "postgresql") -> str:
+    """Render libpq parameters as a URI that libpq parses back to the same dict.
+
+    libpq has no URI writer and ``make_conninfo`` only emits ``key=value``;
+    this builder percent-encodes every component with ``safe=""`` so any byte
+    of a password (``@ : / ? % '`` and spaces included) survives. The result
+    is checked by parsing it back; a mismatch raises ConfigurationError rather
+    than hand a consumer a connection string that means something else.
+    """
+    remaining = dict(params)
+    netloc = _netloc_hosts(remaining)
+    if netloc is not None:
+        remaining.pop("host", None)
+        remaining.pop("port", None)
+    else:
+        netloc = ""
+    user = remaining.pop("user", None)
+    password = remaining.pop("password", None)
+    userinfo = ""
+    if user is not None or password is not None:
+        userinfo = quote(user or "", safe="")
+        if password is not None:
+            userinfo += ":" + quote(password, safe="")
+        userinfo += "@"
+    dbname = remaining.pop("dbname", None)
+    path = "/" + quote(dbname, safe="") if dbname is not None else ""
+    query = "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in remaining.items())
+    uri = f"{scheme}://{userinfo}{netloc}{path}"
+    if query:
+        uri += "?" + query
+    try:
+        parsed = conninfo_to_dict(uri)
+    except psycopg.Error:
+        raise ConfigurationError("connection parameters cannot be written as a URI") from None
+    if {k: str(v) for k, v in parsed.items() if v is not None} != dict(params):
+        raise ConfigurationError("connection parameters do not survive a round trip through a URI")
+    return uri
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """A parsed libpq connection string that remembers the form it was written in.
+
+    The parameters include the password, so ``repr`` hides them.
+    """
+
+    params: Mapping[str, str] = field(repr=False)
+    scheme: str | None  # URI scheme, or None for key=value
+
+    @classmethod
+    def parse(cls, raw: str, what: str) -> ConnInfo:
+        try:
+            parsed = conninfo_to_dict(raw)
+        except psycopg.Error:
+            raise _parse_error(what) from None
+        params = {key: str(value) for key, value in parsed.items() if value is not None}
+        return cls(params=params, scheme=_uri_scheme(raw))
+
+    @property
+    def form(self) -> str:
+        return "uri" if self.scheme is not None else "keyvalue"
+
+    @property
+    def user(self) -> str | None:
+        return self.params.get("user")
+
+    @property
+    def password(self) -> str | None:
+        return self.params.get("password")
+
+    def render(self) -> str:
+        """The connection string again, in the form it was read in."""
+        if self.scheme is not None:
+            return build_conninfo_uri(self.params, self.scheme)
+        try:
+            return make_conninfo("", **self.params)
+        except psycopg.Error:
+            raise ConfigurationError("connection parameters cannot be written as key=value") from None
+
+    def with_credentials(self, user: str, password: str) -> ConnInfo:
+        params = dict(self.params)
+        params["user"] = user
+        params["password"] = password
+        return ConnInfo(params=params, scheme=self.scheme)
+
+    def without_credentials(self) -> ConnInfo:
+        params = {k: v for k, v in self.params.items() if k not in ("user", "password", "passfile")}
+        return ConnInfo(params=params, scheme=self.scheme)
+
+
+# --------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------
+
+
+def _role(name: str, option: str) -> str:
+    if not ROLE_NAME_RE.fullmatch(name):
+        # The name is not secret and helps the operator, but it may be long or
+        # hostile; a truncated repr is enough to find the bad tag.
+        raise ConfigurationError(f"option {option}: {name[:70]!r} is not a valid role name (want {ROLE_NAME_RE.pattern})")
+    return name
+
+
+def _flag(raw: str | None, option: str, default: bool) -> bool:
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"true", "yes", "1", "on"}:
+        return True
+    if value in {"false", "no", "0", "off"}:
+        return False
+    raise ConfigurationError(f"option {option} must be true or false")
+
+
+def _seconds(raw: str | None, option: str, default: int) -> int:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"option {option} must be a whole number of seconds") from exc
+    if value < 1:
+        raise ConfigurationError(f"option {option} must be at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class PostgresOptions:
+    """The validated options of one policy; built before anything connects."""
+
+    strategy: str
+    roles: tuple[str, ...]
+    owner_role: str | None
+    admin_secret: str
+    create_roles: bool
+    probe: str
+    connect_timeout: int
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, str]) -> PostgresOptions:
+        admin_secret = (options.get("admin-secret") or "").strip()
+        if not admin_secret:
+            raise ConfigurationError("option admin-secret is required: name of the secret holding the admin conninfo")
+        roles = tuple(_role(part.strip(), "roles") for part in (options.get("roles") or "").split(",") if part.strip())
+        if len(set(roles)) != len(roles):
+            raise ConfigurationError("option roles names the same role twice")
+        strategy = (options.get("strategy") or "").strip().lower()
+        if not strategy:
+            strategy = "alternating" if len(roles) == 2 else "single"
+        if strategy not in STRATEGIES:
+            raise ConfigurationError(f"option strategy must be one of {', '.join(STRATEGIES)}")
+        raw_owner = (options.get("owner-role") or "").strip()
+        owner = _role(raw_owner, "owner-role") if raw_owner else None
+        if strategy == "alternating":
+            if len(roles) != 2:
+                raise ConfigurationError("strategy alternating needs option roles with exactly two roles")
+            if owner is None:
+                raise ConfigurationError("strategy alternating needs option owner-role")
+            if owner in roles:
+                raise ConfigurationError("option owner-role must differ from both login roles")
+        elif len(roles) > 1:
+            raise ConfigurationError("strategy single takes at most one role in option roles")
+        probe = (options.get("probe") or "").strip() or DEFAULT_PROBE
+        return cls(
+            strategy=strategy,
+            roles=roles,
+            owner_role=owner,
+            admin_secret=admin_secret,
+            create_roles=_flag(options.get("create-roles"), "create-roles", False),
+            probe=probe,
+            connect_timeout=_seconds(options.get("connect-timeout"), "connect-timeout", DEFAULT_CONNECT_TIMEOUT),
+        )
+
+
+# --------------------------------------------------------------------------
+# the rotator
+# --------------------------------------------------------------------------
+
+
+def _current(ctx: RotationContext) -> ConnInfo | None:
+    if ctx.current is None or not ctx.current.value.strip():
+        return None
+    return ConnInfo.parse(ctx.current.value, "the current secret value")
+
+
+def _describe(exc: BaseException) -> str:
+    """Class and SQLSTATE of a driver error: enough to triage, never a value."""
+    state = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}" + (f" [{state}]" if state else "")
+
+
+class PostgresRotator:
+    """Rotates a PostgreSQL login kept as a libpq connection string.
+
+    ``password_factory`` exists so tests can inject hostile passwords; in
+    production the default CSPRNG generator is used.
+    """
+
+    kind = "postgres"
+
+    def __init__(self, password_factory: Callable[[], str] | None = None) -> None:
+        self._password_factory = password_factory or generate_password
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- helpers ------------------------------------------------------------
+
+    async def _admin_conninfo(self, ctx: RotationContext, opts: PostgresOptions) -> ConnInfo:
+        try:
+            admin = await ctx.secrets.get(opts.admin_secret)
+        except SecretNotFound as exc:
+            raise ConfigurationError(f"admin secret {opts.admin_secret!r} named by option admin-secret does not exist") from exc
+        return ConnInfo.parse(admin.value, f"admin secret {opts.admin_secret!r}")
+
+    async def _connect_admin(self, ctx: RotationContext, opts: PostgresOptions, step: str) -> psycopg.AsyncConnection[Any]:
+        admin = await self._admin_conninfo(ctx, opts)
+        try:
+            return await psycopg.AsyncConnection.connect(
+                admin.render(), autocommit=True, connect_timeout=opts.connect_timeout
+            )
+        except psycopg.Error as exc:
+            raise DownstreamError(f"{step}: cannot connect to PostgreSQL with the admin secret ({_describe(exc)})") from exc
+
+    def _chosen_role(self, ctx: RotationContext, opts: PostgresOptions, current: ConnInfo | None) -> str:
+        current_user = current.user if current is not None else None
+        if opts.strategy == "alternating":
+            if current is None:
+                return opts.roles[0]
+            if current_user not in opts.roles:
+                raise ConfigurationError(
+                    "strategy alternating: the current secret's user is neither of the roles in option roles"
+                )
+            return opts.roles[1] if current_user == opts.roles[0] else opts.roles[0]
+        if opts.roles:
+            if current_user is not None and current_user != opts.roles[0]:
+                raise ConfigurationError("strategy single: the current secret's user differs from option roles")
+            return opts.roles[0]
+        if current_user is None:
+            raise ConfigurationError("strategy single: no role; set option roles or put a user in the secret")
+        return _role(current_user, "user of the current secret")
+
+    def _new_role(self, ctx: RotationContext, opts: PostgresOptions, new: NewSecret) -> tuple[str, str]:
+        """Role and password of ``new``, cross-checked against the options.
+
+        ``apply`` may run in another process than ``create`` (redelivery), so
+        nothing is trusted that the options and the current secret do not
+        confirm: above all, alternating must never re-password the role that
+        consumers use right now.
+        """
+        parsed = ConnInfo.parse(new.value, "the new secret value")
+        role, password = parsed.user, parsed.password
+        if role is None or password is None:
+            raise ConfigurationError("the new secret value has no user or no password")
+        _role(role, "user of the new secret")
+        if opts.strategy == "alternating":
+            if role not in opts.roles:
+                raise ConfigurationError("the new secret's user is not one of the roles in option roles")
+            current = _current(ctx)
+            if current is not None and current.user == role:
+                raise ConfigurationError("refusing to re-password the role the current secret uses")
+        elif opts.roles and role != opts.roles[0]:
+            raise ConfigurationError("the new secret's user differs from option roles")
+        state_role = new.state.get("role")
+        if state_role is not None and state_role != role:
+            raise ConfigurationError("the new secret's user differs from the role chosen in create")
+        return role, password
+
+    @staticmethod
+    async def _existing_roles(conn: psycopg.AsyncConnection[Any], names: Iterable[str]) -> set[str]:
+        cur = await conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(names)])
+        return {row[0] for row in await cur.fetchall()}
+
+    @staticmethod
+    def _verifier(conn: psycopg.AsyncConnection[Any], role: str, password: str) -> str:
+        # PQencryptPasswordConn with an explicit algorithm hashes locally and
+        # never sends the password; only the verifier reaches the server.
+        return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode("ascii")
+
+    async def _ensure_alternating_roles(self, conn: psycopg.AsyncConnection[Any], opts: PostgresOptions) -> None:
+        assert opts.owner_role is not None
+        wanted = (opts.owner_role, *opts.roles)
+        missing = [name for name in wanted if name not in await self._existing_roles(conn, wanted)]
+        if not missing:
+            return
+        if not opts.create_roles:
+            raise ConfigurationError(f"roles missing in PostgreSQL: {', '.join(missing)} (set rotation-create-roles=true to create them)")
+        for name in missing:
+            attributes = "NOLOGIN" if name == opts.owner_role else "LOGIN INHERIT"
+            try:
+                await conn.execute(sql.SQL("CREATE ROLE {} " + attributes).format(sql.Identifier(name)))
+            except psycopg.errors.DuplicateObject:
+                pass  # created concurrently; the re-assertions below make it right
+            logger.info("postgres rotation: created role %s", name)
+
+    # -- Rotator ------------------------------------------------------------
+
+    async def create(self, ctx: RotationContext) -> NewSecret:
+        opts = PostgresOptions.from_mapping(ctx.options)
+        current = _current(ctx)
+        role = self._chosen_role(ctx, opts, current)
+        template = current if current is not None else (await self._admin_conninfo(ctx, opts)).without_credentials()
+        password = self._password_factory()
+        if not isinstance(password, str) or not password or "\x00" in password:
+            raise ConfigurationError("password factory returned an unusable password")
+        value = template.with_credentials(role, password).render()
+        content_type = (ctx.current.properties.content_type if ctx.current else None) or DEFAULT_CONTENT_TYPE
+        state: dict[str, Any] = {"strategy": opts.strategy, "role": role, "form": template.form}
+        if opts.owner_role is not None and opts.strategy == "alternating":
+            state["owner_role"] = opts.owner_role
+        logger.info("postgres rotation %s: new credential for role %s (%s)", ctx.rotation_id, role, opts.strategy)
+        return NewSecret(value=value, content_type=content_type, state=state)
+
+    async def apply(self, ctx: RotationContext, new: NewSecret) -> None:
+        opts = PostgresOptions.from_mapping(ctx.options)
+        role, password = self._new_role(ctx, opts, new)
+        conn = await self._connect_admin(ctx, opts, f"apply for role {role}")
+        try:
+            if opts.strategy == "alternating":
+                await self._ensure_alternating_roles(conn, opts)
+            elif role not in await self._existing_roles(conn, [role]):
+                raise ConfigurationError(f"role {role} does not exist in PostgreSQL")
+            verifier = self._verifier(conn, role, password)
+            async with conn.transaction():
+                if opts.strategy == "alternating":
+                    await self._assert_alternating(conn, opts, role, verifier)
+                else:
+                    await conn.execute(
+                        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+                    )
+        except psycopg.Error as exc:
+            raise DownstreamError(f"apply: changing the password of role {role} failed ({_describe(exc)})") from exc
+        finally:
+            await conn.close()
+        logger.info("postgres rotation %s: password of role %s set", ctx.rotation_id, role)
+
+    @staticmethod
+    async def _assert_alternating(
+        conn: psycopg.AsyncConnection[Any], opts: PostgresOptions, role: str, verifier: str
+    ) -> None:
+        """Password plus the invariants the strategy relies on, in one transaction.
+
+        Re-asserting membership and the session role on every rotation repairs
+        drift (someone revoked a grant by hand) before consumers depend on it.
+        """
+        assert opts.owner_role is not None
+        login, owner = sql.Identifier(role), sql.Identifier(opts.owner_role)
+        if conn.info.server_version >= 160000:
+            # Since 16 inheritance and SET ROLE are options of each grant; a
+            # repeated GRANT updates them on the existing grant.
+            await conn.execute(sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET TRUE").format(owner, login))
+        else:
+            await conn.execute(sql.SQL("GRANT {} TO {}").format(owner, login))
+        await conn.execute(
+            sql.SQL("ALTER ROLE {} WITH LOGIN INHERIT PASSWORD {}").format(login, sql.Literal(verifier))
+        )
+        await conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(login, sql.Literal(opts.owner_role)))
+
+    async def verify(self, ctx: RotationContext, new: NewSecret) -> None:
+        opts = PostgresOptions.from_mapping(ctx.options)
+        role, _ = self._new_role(ctx, opts, new)
+        try:
+            conn = await psycopg.AsyncConnection.connect(new.value, autocommit=True, connect_timeout=opts.connect_timeout)
+        except psycopg.Error as exc:
+            raise VerificationFailed(f"verify: cannot log in as role {role} with the new password ({_describe(exc)})") from exc
+        try:
+            try:
+                await conn.execute(opts.probe)  # type: ignore[arg-type]  # the probe is operator config, not user input
+                cur = await conn.execute("SELECT session_user::text, current_user::text")
+                row = await cur.fetchone()
+            except psycopg.Error as exc:
+                raise VerificationFailed(f"verify: probe failed as role {role} ({_describe(exc)})") from exc
+            session_user, current_user = row if row is not None else (None, None)
+            if session_user != role:
+                raise VerificationFailed(f"verify: logged in as {session_user}, expected role {role}")
+            if opts.strategy == "alternating":
+                if current_user != opts.owner_role:
+                    raise VerificationFailed(
+                        f"verify: role {role} runs as {current_user}, expected owner role {opts.owner_role} (SET ROLE missing)"
+                    )
+                await self._check_same_memberships(conn, opts)
+        finally:
+            await conn.close()
+        logger.info("postgres rotation %s: role %s verified", ctx.rotation_id, role)
+
+    @staticmethod
+    async def _check_same_memberships(conn: psycopg.AsyncConnection[Any], opts: PostgresOptions) -> None:
+        """Both login roles must hold the same grants, or switching changes privileges."""
+        try:
+            cur = await conn.execute(
+                "SELECT m.rolname::text, g.rolname::text FROM pg_auth_members a"
+                " JOIN pg_roles m ON m.oid = a.member JOIN pg_roles g ON g.oid = a.roleid"
+                " WHERE m.rolname = ANY(%s)",
+                [list(opts.roles)],
+            )
+            rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise VerificationFailed(f"verify: cannot read role memberships ({_describe(exc)})") from exc
+        memberships: dict[str, set[str]] = {name: set() for name in opts.roles}
+        for member, granted in rows:
+            memberships[member].add(granted)
+        first, second = (memberships[name] for name in opts.roles)
+        if first != second:
+            raise VerificationFailed(
+                f"verify: roles {opts.roles[0]} and {opts.roles[1]} differ in memberships"
+                f" ({', '.join(sorted(first ^ second))})"
+            )
+        if opts.owner_role not in first:
+            raise VerificationFailed(f"verify: login roles are not members of owner role {opts.owner_role}")
+
+    async def retire(self, ctx: RotationContext, previous: SecretVersion | None) -> RetireResult:
+        opts = PostgresOptions.from_mapping(ctx.options)
+        if opts.strategy == "single":
+            return RetireResult(done=True, detail="single strategy: the old password stopped working in apply")
+        if previous is None or not previous.value.strip():
+            return RetireResult(done=True, detail="no previous version")
+        old_role = ConnInfo.parse(previous.value, "the previous secret value").user
+        current = _current(ctx)
+        current_role = current.user if current is not None else None
+        if old_role == current_role:
+            return RetireResult(done=True, detail=f"previous version uses the current role {old_role}; left as is")
+        if old_role not in opts.roles:
+            logger.warning("postgres retire %s: previous role is not in option roles; left unchanged", ctx.rotation_id)
+            return RetireResult(done=True, detail="previous role is not managed by this policy; left unchanged")
+        assert old_role is not None
+        conn = await self._connect_admin(ctx, opts, f"retire for role {old_role}")
+        try:
+            await conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(old_role)))
+        except psycopg.errors.UndefinedObject:
+            return RetireResult(done=True, detail=f"role {old_role} no longer exists")
+        except psycopg.Error as exc:
+            raise DownstreamError(f"retire: removing the password of role {old_role} failed ({_describe(exc)})") from exc
+        finally:
+            await conn.close()
+        logger.info("postgres retire %s: password of role %s removed", ctx.rotation_id, old_role)
+        return RetireResult(done=True, detail=f"password of role {old_role} removed")

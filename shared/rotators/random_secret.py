@@ -1,0 +1,91 @@
+"""Random secrets (session keys, opaque tokens) with no downstream system.
+
+Nothing outside the vault holds the value, so apply has nothing to do and
+verify checks the value is what the policy asked for. Options:
+``length`` (bytes for encoded keys, characters for text; default 32),
+``encoding`` (``base64url`` default, ``base64``, ``hex``, ``text``) and, for
+``text``, ``alphabet`` (``alnum`` default, ``alnum-symbols``, ``hex``).
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+
+from shared.errors import ConfigurationError, VerificationFailed
+from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.rotators.base import RotationContext
+
+ALPHABETS = {
+    "alnum": string.ascii_letters + string.digits,
+    "alnum-symbols": string.ascii_letters + string.digits + "-_.~!*@#%^+=",
+    "hex": "0123456789abcdef",
+}
+ENCODINGS = ("base64url", "base64", "hex", "text")
+MIN_LENGTH = 16
+MAX_LENGTH = 4096
+
+
+def _length(raw: str | None) -> int:
+    try:
+        length = int(raw) if raw else 32
+    except ValueError as exc:
+        raise ConfigurationError("option length must be a whole number") from exc
+    if not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise ConfigurationError(f"option length must be between {MIN_LENGTH} and {MAX_LENGTH}")
+    return length
+
+
+def generate(options: dict[str, str] | None = None) -> str:
+    opts = options or {}
+    length = _length(opts.get("length"))
+    encoding = opts.get("encoding", "base64url")
+    if encoding == "text":
+        alphabet = ALPHABETS.get(opts.get("alphabet", "alnum"))
+        if alphabet is None:
+            raise ConfigurationError(f"option alphabet must be one of {sorted(ALPHABETS)}")
+        return "".join(secrets.choice(alphabet) for _ in range(length))
+    raw = secrets.token_bytes(length)
+    if encoding == "base64url":
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    if encoding == "base64":
+        return base64.b64encode(raw).decode()
+    if encoding == "hex":
+        return raw.hex()
+    raise ConfigurationError(f"option encoding must be one of {ENCODINGS}")
+
+
+def decoded_length(value: str, encoding: str) -> int:
+    if encoding == "base64url":
+        return len(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    if encoding == "base64":
+        return len(base64.b64decode(value, validate=True))
+    if encoding == "hex":
+        return len(bytes.fromhex(value))
+    return len(value)
+
+
+class RandomRotator:
+    kind = "random"
+
+    async def create(self, ctx: RotationContext) -> NewSecret:
+        value = generate(dict(ctx.options))
+        return NewSecret(value=value, content_type="text/plain", state={"encoding": ctx.options.get("encoding", "base64url")})
+
+    async def apply(self, ctx: RotationContext, new: NewSecret) -> None:
+        return None
+
+    async def verify(self, ctx: RotationContext, new: NewSecret) -> None:
+        encoding = ctx.options.get("encoding", "base64url")
+        try:
+            size = decoded_length(new.value, encoding)
+        except ValueError as exc:
+            raise VerificationFailed("generated value does not decode with the policy's encoding") from exc
+        if size != _length(ctx.options.get("length")):
+            raise VerificationFailed("generated value has the wrong length")
+        if ctx.current is not None and new.value == ctx.current.value:
+            raise VerificationFailed("generated value equals the current one")
+
+    async def retire(self, ctx: RotationContext, previous: SecretVersion | None) -> RetireResult:
+        return RetireResult(done=True, detail="nothing downstream to retire")

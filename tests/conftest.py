@@ -1,0 +1,3 @@
+"""Suite-wide fixtures: real services come from tests.support.fixtures."""
+
+pytest_plugins = ["tests.support.fixtures"]

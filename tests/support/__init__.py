@@ -1,0 +1,1 @@
+"""Test support: real, throw-away backing services and their pytest fixtures."""
