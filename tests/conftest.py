@@ -1,3 +1,106 @@
-"""Suite-wide fixtures: real services come from tests.support.fixtures."""
+"""Suite-wide fixtures and the secret-leak scan.
+
+Real services come from tests.support.fixtures (PostgreSQL, Redis, Azurite);
+the Key Vault is the project's emulator over HTTPS, driven by the real SDK.
+Every log record of the session is kept and, at the end, searched for every
+secret value the suite produced (tests.support.leakscan).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from kvemulator import KeyVaultEmulator
+from shared.container import Container, set_container
+from shared.settings import Settings
+from tests.support import leakscan
 
 pytest_plugins = ["tests.support.fixtures"]
+
+VAULT = "kv-test"
+_recorder: leakscan.FileRecorder | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _recorder
+    _recorder = leakscan.FileRecorder()
+    root = logging.getLogger()
+    root.addHandler(_recorder)
+    root.setLevel(logging.DEBUG)
+    for name in ("azure", "azure.core", "azure.identity", "azure.keyvault", "azure.storage", "aiohttp",
+                 "psycopg", "redis", "urllib3", "shared", "functions", "kvemulator", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _recorder is None:
+        return
+    logging.getLogger().removeHandler(_recorder)
+    _recorder.close()
+    values = leakscan.registered()
+    leaks = leakscan.find_leaks(_recorder.path, values)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = (f"secret-leak scan: {len(values)} secret values checked against {_recorder.records} log records: "
+            f"{'NO LEAK' if not leaks else f'{len(leaks)} LEAKED'}")
+    if reporter is not None:
+        reporter.write_line(line)
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        _recorder.path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def kv_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def emulator(kv_ca: trustme.CA) -> Iterator[KeyVaultEmulator]:
+    """A fresh vault per test, served over HTTPS to the real SDK."""
+    with KeyVaultEmulator(ca=kv_ca, vault_name=VAULT) as emu:
+        try:
+            yield emu
+        finally:
+            leakscan.register(v["value"] for name in emu.secret_names() for v in emu.versions(name))
+
+
+def make_settings(emu: KeyVaultEmulator, azurite: Any, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "allowed_vaults": (VAULT,),
+        "default_vault": VAULT,
+        "vault_url_overrides": {VAULT: emu.url},
+        "vault_ca_bundle": emu.ca_path,
+        "vault_verify_challenge_resource": False,
+        "vault_credential": "emulator",
+        "vault_retry_backoff_seconds": 0.05,
+        "vault_retry_max_wait_seconds": 2.0,
+        "storage_connection_string": azurite.connection_string,
+        "lease_container": f"locks-{uuid.uuid4().hex[:12]}",
+        "lease_wait_seconds": 20.0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def settings(emulator: KeyVaultEmulator, azurite: Any) -> Settings:
+    return make_settings(emulator, azurite)
+
+
+@pytest.fixture
+async def container(settings: Settings) -> AsyncIterator[Container]:
+    """The app's composition root wired to the emulator and Azurite, installed as the process container."""
+    c = Container(settings)
+    set_container(c)
+    try:
+        yield c
+    finally:
+        set_container(None)
+        await c.aclose()

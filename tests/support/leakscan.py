@@ -1,0 +1,66 @@
+"""Proof that no secret value reaches a log record, across the whole suite.
+
+Every log record of the session (all loggers at DEBUG, the Azure SDK's
+included) is appended to one file; every secret value the suite generates or
+seeds is registered here (from each emulator's store at teardown, and by tests
+that create passwords themselves). At the end of the session each value is
+searched for in the log file; a hit fails the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+MIN_LEN = 8  # shorter strings collide with ordinary words
+_values: set[str] = set()
+_lock = threading.Lock()
+
+
+def register(values: Iterable[str]) -> None:
+    with _lock:
+        for value in values:
+            if isinstance(value, str) and len(value) >= MIN_LEN:
+                _values.add(value)
+
+
+def registered() -> set[str]:
+    with _lock:
+        return set(_values)
+
+
+class FileRecorder(logging.Handler):
+    """Writes every record's final text (message, arguments, traceback) to a file."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        fd, name = tempfile.mkstemp(prefix="rotation-suite-log-", suffix=".txt")
+        self.path = Path(name)
+        self._file = open(fd, "a", encoding="utf-8", errors="replace")  # noqa: SIM115 - lives for the session
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.records = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+            with self.lock or threading.Lock():
+                self._file.write(f"{text} {extras!r}\n")
+                self.records += 1
+        except Exception:  # noqa: BLE001 - a logging failure must not break a test
+            self.handleError(record)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+_STANDARD_ATTRS = set(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {"message", "asctime"}
+
+
+def find_leaks(log_path: Path, values: Iterable[str]) -> list[str]:
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    return [v for v in values if v in text]

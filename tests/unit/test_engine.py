@@ -1,0 +1,208 @@
+"""The rotation engine's state machine, against fakes of our own ports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.engine import RotationEngine, RotationRequest, Step, Tag, Trigger
+from shared.errors import LeaseLost, ManualOnly, NotManaged, PolicyError
+from shared.ports import Consumer
+from shared.rotators.jwt_key import JwtRotator
+from shared.rotators.random_secret import RandomRotator
+from shared.settings import Settings
+from tests.unit.fakes import FakeLocker, FakeStore, RecordingNotifier
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Crash(Exception):
+    pass
+
+
+def make_engine(store: FakeStore, *, clock: Clock | None = None, notifier: RecordingNotifier | None = None,
+                consumers: list[Consumer] | None = None, crash_after: Step | None = None,
+                grace_hours: float = 24.0, locker: FakeLocker | None = None) -> RotationEngine:
+    settings = Settings(allowed_vaults=("kv-test",), grace_period_hours=grace_hours)
+
+    async def after_step(step: Step, req: RotationRequest) -> None:
+        if step == crash_after:
+            raise Crash(step)
+
+    return RotationEngine(
+        settings=settings,
+        stores=lambda vault: store,
+        locker=locker or FakeLocker(),
+        rotators={"random": RandomRotator(), "jwt": JwtRotator(timedelta(hours=1))},
+        notifier=notifier,
+        consumers_for=lambda name, tag: consumers or [],
+        clock=clock or Clock(),
+        after_step=after_step if crash_after else None,
+    )
+
+
+def event(store: FakeStore, name: str) -> RotationRequest:
+    return RotationRequest("kv-test", name, Trigger.NEAR_EXPIRY,
+                           event_version=store.versions[name][-1].version)
+
+
+async def test_near_expiry_event_for_the_current_version_rotates_once() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    engine = make_engine(store)
+    req = event(store, "session-encryption-key")
+    outcome = await engine.run(req)
+    assert outcome.status == "rotated"
+    assert len(store.versions["session-encryption-key"]) == 2
+    again = await engine.run(req)
+    assert again.status == "skipped" and "duplicate" in again.reason
+    assert len(store.versions["session-encryption-key"]) == 2
+
+
+async def test_new_version_carries_expiry_not_before_content_type_and_a_record_without_the_value() -> None:
+    store = FakeStore()
+    store.seed("jwt-signing-key", "old", tags={"owner": "platform"}, expires_on=NOW + timedelta(days=30))
+    outcome = await make_engine(store).run(event(store, "jwt-signing-key"))
+    new = store.versions["jwt-signing-key"][-1]
+    assert new.properties.expires_on == NOW + timedelta(days=60)
+    assert new.properties.not_before == NOW
+    assert new.properties.content_type and "base64url" in new.properties.content_type
+    tags = new.properties.tags
+    assert tags["owner"] == "platform"
+    assert tags[Tag.ID] == outcome.rotation_id and tags[Tag.BY] == "jwt"
+    assert tags[Tag.FROM] == store.versions["jwt-signing-key"][0].version
+    assert tags[Tag.TRIGGER] == "SecretNearExpiry"
+    assert all(new.value not in v for v in tags.values())
+
+
+async def test_event_naming_an_older_version_is_a_replay_and_writes_nothing() -> None:
+    store = FakeStore()
+    first = store.seed("session-encryption-key", "v1")
+    store.seed("session-encryption-key", "v2", expires_on=NOW + timedelta(days=80))
+    outcome = await make_engine(store).run(
+        RotationRequest("kv-test", "session-encryption-key", Trigger.NEAR_EXPIRY, event_version=first.version))
+    assert outcome.status == "skipped"
+    assert store.writes == 0
+
+
+async def test_manual_only_secret_is_refused_without_force_and_rotated_with_it() -> None:
+    store = FakeStore()
+    store.seed("openai-api-key", "sk-old", tags={"rotation-policy": "manual"})
+    engine = make_engine(store)
+    with pytest.raises(ManualOnly):
+        await engine.run(RotationRequest("kv-test", "openai-api-key", Trigger.HTTP))
+    assert store.writes == 0
+
+
+async def test_unmanaged_secret_is_not_touched() -> None:
+    store = FakeStore()
+    store.seed("random-thing", "x")
+    with pytest.raises(NotManaged):
+        await make_engine(store).run(RotationRequest("kv-test", "random-thing", Trigger.HTTP))
+    assert store.writes == 0
+
+
+@pytest.mark.parametrize("step", [Step.CREATE, Step.APPLY, Step.VERIFY, Step.COMMIT, Step.NOTIFY])
+async def test_crash_after_any_step_then_redelivery_converges_on_exactly_one_new_version(step: Step) -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    req = event(store, "session-encryption-key")
+    notifier = RecordingNotifier()
+    consumers = [Consumer("backend", "https://backend.example/refresh")]
+    with pytest.raises(Crash):
+        await make_engine(store, crash_after=step, notifier=notifier, consumers=consumers).run(req)
+    outcome = await make_engine(store, notifier=notifier, consumers=consumers).run(req)
+    assert len(store.versions["session-encryption-key"]) == 2
+    assert outcome.status in {"rotated", "completed", "skipped"}
+    latest = store.versions["session-encryption-key"][-1]
+    assert latest.properties.tags[Tag.STATE] in {"notified", "retired"}
+    assert notifier.notices and notifier.notices[-1].version == latest.version
+
+
+async def test_lost_lease_before_commit_writes_nothing() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    locker = FakeLocker()
+    locker.lease.lost = True
+    with pytest.raises(LeaseLost):
+        await make_engine(store, locker=locker).run(event(store, "session-encryption-key"))
+    assert store.writes == 0
+
+
+async def test_retirement_waits_for_acknowledgement_and_happens_when_all_consumers_acknowledged() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    consumers = [Consumer("backend", "https://b/refresh"), Consumer("bridge", "https://c/refresh")]
+    outcome = await make_engine(store, notifier=RecordingNotifier(ok=[True, False]), consumers=consumers).run(
+        event(store, "session-encryption-key"))
+    assert outcome.state == "notified"
+    latest = store.versions["session-encryption-key"][-1].properties.tags
+    assert latest[Tag.PENDING] == "bridge" and latest[Tag.ACKS] == "1/2"
+    # The sweep pings the consumer that has not acknowledged; once it does, retirement runs.
+    again = await make_engine(store, notifier=RecordingNotifier(ok=True), consumers=consumers).complete_pending(
+        "kv-test", "session-encryption-key")
+    assert again.state == "retired"
+    assert len(store.versions["session-encryption-key"]) == 2
+
+
+async def test_without_consumers_retirement_waits_for_the_grace_period() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    clock = Clock()
+    outcome = await make_engine(store, clock=clock).run(event(store, "session-encryption-key"))
+    assert outcome.state == "notified" and "grace" in outcome.reason
+    clock.now = NOW + timedelta(hours=25)
+    done = await make_engine(store, clock=clock).complete_pending("kv-test", "session-encryption-key")
+    assert done.state == "retired"
+
+
+async def test_jwt_raw_previous_key_stays_enabled_for_the_token_lifetime_then_is_disabled() -> None:
+    store = FakeStore()
+    store.seed("jwt-signing-key", "old", expires_on=NOW + timedelta(days=30))
+    clock = Clock()
+    consumers = [Consumer("bridge", "https://c/refresh")]
+    notifier = RecordingNotifier(ok=True)
+    await make_engine(store, clock=clock, notifier=notifier, consumers=consumers).run(event(store, "jwt-signing-key"))
+    assert store.versions["jwt-signing-key"][0].properties.enabled  # acknowledged, but tokens still in flight
+    clock.now = NOW + timedelta(hours=1, seconds=1)
+    done = await make_engine(store, clock=clock, notifier=notifier, consumers=consumers).complete_pending(
+        "kv-test", "jwt-signing-key")
+    assert done.state == "retired"
+    assert not store.versions["jwt-signing-key"][0].properties.enabled
+
+
+async def test_a_second_rotation_waits_while_the_previous_one_is_in_its_overlap() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    engine = make_engine(store)
+    await engine.run(RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP))
+    second = await engine.run(RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP))
+    assert second.status != "rotated"
+    assert len(store.versions["session-encryption-key"]) == 2
+
+
+async def test_dry_run_plans_without_writing_or_revealing_a_value() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old-value-xyz", expires_on=NOW + timedelta(days=30))
+    outcome = await make_engine(store).run(
+        RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP, dry_run=True))
+    assert outcome.status == "planned" and outcome.plan is not None
+    assert store.writes == 0
+    assert "old-value-xyz" not in repr(outcome.to_dict())
+
+
+async def test_too_many_tags_to_record_a_rotation_is_refused_before_anything_changes() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", tags={f"t{i}": "x" for i in range(12)})
+    with pytest.raises(PolicyError, match="tags"):
+        await make_engine(store).run(RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP))
+    assert store.writes == 0
