@@ -90,7 +90,9 @@ def main() -> int:
                 versions[name][:12],
                 str(latest["version"])[:12] if rotated else "-",
                 _fmt(latest["attributes"].get("exp")) if rotated else "-",
-                (latest.get("tags") or {}).get("rotated-state", "-") if rotated else _idle_state(name, latest.get("tags")),
+                (latest.get("tags") or {}).get("rotated-state", "-")
+                if rotated
+                else _idle_state(name, latest.get("tags")),
             ))
     header = ("secret", "old version", "new version", "new expiry (UTC)", "state")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

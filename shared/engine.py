@@ -195,14 +195,14 @@ class RotationEngine:
         rotate, why = self._decide(req, policy, current)
         if req.dry_run:
             return self._plan(req, policy, current, rotate, why)
-        if not rotate and pending_state(current.properties.tags) is None:
+        if not rotate and not self._has_work(policy, current):
             log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
             return self._skipped(req, current, why)
         async with self._locker.hold(f"{req.vault}/{req.secret_name}") as lease:
             current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
             policy = self._policy(req.secret_name, current)
             resumed: Outcome | None = None
-            if pending_state(current.properties.tags) is not None:
+            if self._has_work(policy, current):
                 resumed = await self._finish(store, req, policy, current, lease, previous=None)
                 current = await store.get(req.secret_name) if resumed.version != current.version else current
             rotate, why = self._decide(req, policy, current)
@@ -218,6 +218,17 @@ class RotationEngine:
         return await self.run(RotationRequest(vault=vault, secret_name=secret_name, trigger=trigger))
 
     # --------------------------------------------------------------- decision
+
+    def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
+        """Whether an unfinished rotation recorded on the current version can progress now."""
+        tags = current.properties.tags
+        state = pending_state(tags)
+        if state is None:
+            return False
+        if state in (State.COMMITTED, State.RETIRED) or tags.get(Tag.PENDING):
+            return True
+        rotator = self._rotators.get(policy.kind)
+        return rotator is not None and self._retire_ready(rotator, policy, current, tags)[0]
 
     def _policy(self, name: str, current: SecretVersion) -> Policy:
         policy = resolve_policy(name, current.properties.tags, self._settings.lead_days)
@@ -237,12 +248,12 @@ class RotationEngine:
         props = current.properties
         if policy.manual and not req.force:
             raise ManualOnly(f"secret {req.secret_name} is rotated by hand only; use force to rotate it")
-        if req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED) and req.event_version:
-            if req.event_version != props.version:
-                return False, (
-                    f"duplicate: the event names version {req.event_version}, "
-                    f"the vault already serves {props.version}"
-                )
+        is_event = req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED)
+        if is_event and req.event_version and req.event_version != props.version:
+            return False, (
+                f"duplicate: the event names version {req.event_version}, "
+                f"the vault already serves {props.version}"
+            )
         if req.expected_version and req.expected_version != props.version:
             return False, f"already rotated: the vault serves {props.version}, not {req.expected_version}"
         if pending_state(props.tags) is not None and not req.force:

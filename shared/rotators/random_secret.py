@@ -71,7 +71,8 @@ class RandomRotator:
 
     async def create(self, ctx: RotationContext) -> NewSecret:
         value = generate(dict(ctx.options))
-        return NewSecret(value=value, content_type="text/plain", state={"encoding": ctx.options.get("encoding", "base64url")})
+        encoding = ctx.options.get("encoding", "base64url")
+        return NewSecret(value=value, content_type="text/plain", state={"encoding": encoding})
 
     async def apply(self, ctx: RotationContext, new: NewSecret) -> None:
         return None

@@ -23,13 +23,28 @@ from tests.conftest import VAULT, make_settings
 SAMPLES = Path(__file__).parent.parent / "samples"
 
 
-def near_expiry_event(name: str, version: str, *, vault: str = VAULT, schema: str = "eventgrid",
-                      event_type: str = "Microsoft.KeyVault.SecretNearExpiry") -> dict[str, Any]:
+def near_expiry_event(
+    name: str,
+    version: str,
+    *,
+    vault: str = VAULT,
+    schema: str = "eventgrid",
+    event_type: str = "Microsoft.KeyVault.SecretNearExpiry",
+) -> dict[str, Any]:
     raw: dict[str, Any] = json.loads((SAMPLES / f"secret-near-expiry.{schema}.json").read_text())
-    topic = f"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{vault}"
+    topic = (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+        f"Microsoft.KeyVault/vaults/{vault}"
+    )
     raw["subject"] = name
-    raw["data"].update({"VaultName": vault, "ObjectName": name, "Version": version,
-                        "Id": f"https://{vault}.vault.azure.net/secrets/{name}/{version}"})
+    raw["data"].update(
+        {
+            "VaultName": vault,
+            "ObjectName": name,
+            "Version": version,
+            "Id": f"https://{vault}.vault.azure.net/secrets/{name}/{version}",
+        }
+    )
     if schema == "eventgrid":
         raw["topic"] = topic
         raw["eventType"] = event_type
@@ -40,8 +55,11 @@ def near_expiry_event(name: str, version: str, *, vault: str = VAULT, schema: st
 
 
 def seed_jwt(emu: KeyVaultEmulator, days_left: int = 10) -> str:
-    props = emu.put("jwt-signing-key", "initial-signing-key-value-0123456789",
-                    expires_on=datetime.now(UTC) + timedelta(days=days_left))
+    props = emu.put(
+        "jwt-signing-key",
+        "initial-signing-key-value-0123456789",
+        expires_on=datetime.now(UTC) + timedelta(days=days_left),
+    )
     return str(props["version"]) if isinstance(props, dict) else emu.latest("jwt-signing-key")["version"]
 
 
@@ -49,8 +67,9 @@ def latest_version(emu: KeyVaultEmulator, name: str) -> str:
     return str(emu.latest(name)["version"])
 
 
-async def test_near_expiry_event_produces_a_new_verified_jwt_version(emulator: KeyVaultEmulator,
-                                                                     container: Container) -> None:
+async def test_near_expiry_event_produces_a_new_verified_jwt_version(
+    emulator: KeyVaultEmulator, container: Container
+) -> None:
     old = seed_jwt(emulator)
     before = datetime.now(UTC)
     result = await handle_event(near_expiry_event("jwt-signing-key", old), container)
@@ -81,8 +100,9 @@ async def test_duplicate_event_makes_no_second_version(emulator: KeyVaultEmulato
     assert len(emulator.versions("jwt-signing-key")) == 2
 
 
-async def test_ten_concurrent_deliveries_make_exactly_one_version(emulator: KeyVaultEmulator,
-                                                                  container: Container) -> None:
+async def test_ten_concurrent_deliveries_make_exactly_one_version(
+    emulator: KeyVaultEmulator, container: Container
+) -> None:
     old = seed_jwt(emulator)
     event = near_expiry_event("jwt-signing-key", old)
     results = await asyncio.gather(*(handle_event(event, container) for _ in range(10)))
@@ -99,8 +119,7 @@ async def test_event_for_a_foreign_vault_writes_nothing(emulator: KeyVaultEmulat
     assert len(emulator.versions("jwt-signing-key")) == 1
 
 
-async def test_event_for_an_unmanaged_secret_writes_nothing(emulator: KeyVaultEmulator,
-                                                           container: Container) -> None:
+async def test_event_for_an_unmanaged_secret_writes_nothing(emulator: KeyVaultEmulator, container: Container) -> None:
     emulator.put("someone-elses-secret", "a-value-nobody-manages-here")
     version = latest_version(emulator, "someone-elses-secret")
     result = await handle_event(near_expiry_event("someone-elses-secret", version), container)
@@ -108,11 +127,13 @@ async def test_event_for_an_unmanaged_secret_writes_nothing(emulator: KeyVaultEm
     assert len(emulator.versions("someone-elses-secret")) == 1
 
 
-async def test_manual_only_secret_event_is_acknowledged_without_rotation(emulator: KeyVaultEmulator,
-                                                                        container: Container) -> None:
+async def test_manual_only_secret_event_is_acknowledged_without_rotation(
+    emulator: KeyVaultEmulator, container: Container
+) -> None:
     emulator.put("openai-api-key", "sk-manual-only-value-123456")
-    result = await handle_event(near_expiry_event("openai-api-key", latest_version(emulator, "openai-api-key")),
-                                container)
+    result = await handle_event(
+        near_expiry_event("openai-api-key", latest_version(emulator, "openai-api-key")), container
+    )
     assert result.status == "rejected" and "by hand" in result.reason
     assert len(emulator.versions("openai-api-key")) == 1
 
@@ -126,13 +147,15 @@ async def test_cloudevents_schema_is_accepted(emulator: KeyVaultEmulator, contai
 async def test_other_event_types_are_ignored(emulator: KeyVaultEmulator, container: Container) -> None:
     old = seed_jwt(emulator)
     result = await handle_event(
-        near_expiry_event("jwt-signing-key", old, event_type="Microsoft.KeyVault.SecretNewVersionCreated"), container)
+        near_expiry_event("jwt-signing-key", old, event_type="Microsoft.KeyVault.SecretNewVersionCreated"), container
+    )
     assert result.status == "ignored"
     assert len(emulator.versions("jwt-signing-key")) == 1
 
 
-async def test_vault_throttling_is_retried_honouring_retry_after(emulator: KeyVaultEmulator,
-                                                                container: Container) -> None:
+async def test_vault_throttling_is_retried_honouring_retry_after(
+    emulator: KeyVaultEmulator, container: Container
+) -> None:
     old = seed_jwt(emulator)
     emulator.faults.add(status=429, retry_after=1, times=2)
     result = await handle_event(near_expiry_event("jwt-signing-key", old), container)
@@ -140,7 +163,8 @@ async def test_vault_throttling_is_retried_honouring_retry_after(emulator: KeyVa
 
 
 async def test_vault_failing_beyond_retries_raises_so_event_grid_redelivers(
-        emulator: KeyVaultEmulator, azurite: Any) -> None:
+    emulator: KeyVaultEmulator, azurite: Any
+) -> None:
     old = seed_jwt(emulator)
     c = Container(make_settings(emulator, azurite, vault_max_retries=1))
     try:
@@ -154,12 +178,20 @@ async def test_vault_failing_beyond_retries_raises_so_event_grid_redelivers(
     assert len(emulator.versions("jwt-signing-key")) == 2
 
 
-async def test_the_decorated_function_rotates_from_a_worker_event(emulator: KeyVaultEmulator,
-                                                                 container: Container) -> None:
+async def test_the_decorated_function_rotates_from_a_worker_event(
+    emulator: KeyVaultEmulator, container: Container
+) -> None:
     old = seed_jwt(emulator)
     raw = near_expiry_event("jwt-signing-key", old)
-    event = func.EventGridEvent(id=raw["id"], data=raw["data"], topic=raw["topic"], subject=raw["subject"],
-                                event_type=raw["eventType"], event_time=None, data_version="1")
+    event = func.EventGridEvent(
+        id=raw["id"],
+        data=raw["data"],
+        topic=raw["topic"],
+        subject=raw["subject"],
+        event_type=raw["eventType"],
+        event_time=None,
+        data_version="1",
+    )
     assert await rotate_on_event(event) is None
     assert len(emulator.versions("jwt-signing-key")) == 2
 
