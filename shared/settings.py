@@ -166,7 +166,7 @@ class Settings:
             raise ConfigurationError(f"{n['eventgrid_schema']} must be 'eventgrid' or 'cloudevents'")
         consumers = _json(get("consumers"), n["consumers"]) or {}
         if not isinstance(consumers, dict):
-            raise ConfigurationError(f"{n['consumers']} must be a JSON object keyed by secret name")
+            raise ConfigurationError(f"{n['consumers']} must be a JSON object (see docs/consumers.md)")
         return cls(
             allowed_vaults=allowed,
             vault_url_template=template,

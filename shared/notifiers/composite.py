@@ -97,6 +97,18 @@ class ConsumerNotifier:
             return False, f"unexpected error ({type(exc).__name__})"
 
 
+def build_notifier(
+    settings: Settings, credential: AsyncTokenCredential | None, hmac_keys: SecretReader | None
+) -> ConsumerNotifier:
+    """The composition root's entry point: the production notifier for these settings.
+
+    ``credential`` (owned and closed by the caller) issues Entra tokens for
+    consumers and, without a topic key, for Event Grid; ``hmac_keys`` reads
+    the HMAC key secrets named by ``hmacSecret``.
+    """
+    return ConsumerNotifier.from_settings(settings, credential=credential, hmac_keys=hmac_keys)
+
+
 def _log_consumer(notice: RotatedNotice, result: ConsumerResult) -> None:
     """One line per consumer with identifiers and outcome only, never a value."""
     log.log(

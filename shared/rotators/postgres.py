@@ -43,6 +43,7 @@ connection string; messages name the step and the role.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -62,8 +63,8 @@ from shared.rotators.base import RotationContext
 
 __all__ = [
     "PASSWORD_ALPHABET",
-    "PostgresRotator",
     "ConnInfo",
+    "PostgresRotator",
     "build_conninfo_uri",
     "generate_password",
 ]
@@ -233,7 +234,9 @@ def _role(name: str, option: str) -> str:
     if not ROLE_NAME_RE.fullmatch(name):
         # The name is not secret and helps the operator, but it may be long or
         # hostile; a truncated repr is enough to find the bad tag.
-        raise ConfigurationError(f"option {option}: {name[:70]!r} is not a valid role name (want {ROLE_NAME_RE.pattern})")
+        raise ConfigurationError(
+            f"option {option}: {name[:70]!r} is not a valid role name (want {ROLE_NAME_RE.pattern})"
+        )
     return name
 
 
@@ -346,19 +349,25 @@ class PostgresRotator:
         try:
             admin = await ctx.secrets.get(opts.admin_secret)
         except SecretNotFound as exc:
-            raise ConfigurationError(f"admin secret {opts.admin_secret!r} named by option admin-secret does not exist") from exc
+            raise ConfigurationError(
+                f"admin secret {opts.admin_secret!r} named by option admin-secret does not exist"
+            ) from exc
         return ConnInfo.parse(admin.value, f"admin secret {opts.admin_secret!r}")
 
-    async def _connect_admin(self, ctx: RotationContext, opts: PostgresOptions, step: str) -> psycopg.AsyncConnection[Any]:
+    async def _connect_admin(
+        self, ctx: RotationContext, opts: PostgresOptions, step: str
+    ) -> psycopg.AsyncConnection[Any]:
         admin = await self._admin_conninfo(ctx, opts)
         try:
             return await psycopg.AsyncConnection.connect(
                 admin.render(), autocommit=True, connect_timeout=opts.connect_timeout
             )
         except psycopg.Error as exc:
-            raise DownstreamError(f"{step}: cannot connect to PostgreSQL with the admin secret ({_describe(exc)})") from exc
+            raise DownstreamError(
+                f"{step}: cannot connect to PostgreSQL with the admin secret ({_describe(exc)})"
+            ) from exc
 
-    def _chosen_role(self, ctx: RotationContext, opts: PostgresOptions, current: ConnInfo | None) -> str:
+    def _chosen_role(self, opts: PostgresOptions, current: ConnInfo | None) -> str:
         current_user = current.user if current is not None else None
         if opts.strategy == "alternating":
             if current is None:
@@ -420,13 +429,22 @@ class PostgresRotator:
         if not missing:
             return
         if not opts.create_roles:
-            raise ConfigurationError(f"roles missing in PostgreSQL: {', '.join(missing)} (set rotation-create-roles=true to create them)")
-        for name in missing:
-            attributes = "NOLOGIN" if name == opts.owner_role else "LOGIN INHERIT"
-            try:
-                await conn.execute(sql.SQL("CREATE ROLE {} " + attributes).format(sql.Identifier(name)))
-            except psycopg.errors.DuplicateObject:
-                pass  # created concurrently; the re-assertions below make it right
+            raise ConfigurationError(
+                f"roles missing in PostgreSQL: {', '.join(missing)} (set rotation-create-roles=true to create them)"
+            )
+        owner = sql.Identifier(opts.owner_role)
+        for name in missing:  # owner first: the login roles are granted it
+            ident = sql.Identifier(name)
+            # A concurrent creation is fine: the re-assertions in apply make it right.
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                if name == opts.owner_role:
+                    await conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(ident))
+                else:
+                    # Without a password: it gets one when its turn comes.
+                    await conn.execute(sql.SQL("CREATE ROLE {} LOGIN INHERIT IN ROLE {}").format(ident, owner))
+                    await conn.execute(
+                        sql.SQL("ALTER ROLE {} SET role = {}").format(ident, sql.Literal(opts.owner_role))
+                    )
             logger.info("postgres rotation: created role %s", name)
 
     # -- Rotator ------------------------------------------------------------
@@ -434,7 +452,7 @@ class PostgresRotator:
     async def create(self, ctx: RotationContext) -> NewSecret:
         opts = PostgresOptions.from_mapping(ctx.options)
         current = _current(ctx)
-        role = self._chosen_role(ctx, opts, current)
+        role = self._chosen_role(opts, current)
         template = current if current is not None else (await self._admin_conninfo(ctx, opts)).without_credentials()
         password = self._password_factory()
         if not isinstance(password, str) or not password or "\x00" in password:
@@ -487,21 +505,24 @@ class PostgresRotator:
             await conn.execute(sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET TRUE").format(owner, login))
         else:
             await conn.execute(sql.SQL("GRANT {} TO {}").format(owner, login))
-        await conn.execute(
-            sql.SQL("ALTER ROLE {} WITH LOGIN INHERIT PASSWORD {}").format(login, sql.Literal(verifier))
-        )
+        await conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN INHERIT PASSWORD {}").format(login, sql.Literal(verifier)))
         await conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(login, sql.Literal(opts.owner_role)))
 
     async def verify(self, ctx: RotationContext, new: NewSecret) -> None:
         opts = PostgresOptions.from_mapping(ctx.options)
         role, _ = self._new_role(ctx, opts, new)
         try:
-            conn = await psycopg.AsyncConnection.connect(new.value, autocommit=True, connect_timeout=opts.connect_timeout)
+            conn = await psycopg.AsyncConnection.connect(
+                new.value, autocommit=True, connect_timeout=opts.connect_timeout
+            )
         except psycopg.Error as exc:
-            raise VerificationFailed(f"verify: cannot log in as role {role} with the new password ({_describe(exc)})") from exc
+            raise VerificationFailed(
+                f"verify: cannot log in as role {role} with the new password ({_describe(exc)})"
+            ) from exc
         try:
             try:
-                await conn.execute(opts.probe)  # type: ignore[arg-type]  # the probe is operator config, not user input
+                # The probe is operator configuration from the policy, not user input.
+                await conn.execute(opts.probe)
                 cur = await conn.execute("SELECT session_user::text, current_user::text")
                 row = await cur.fetchone()
             except psycopg.Error as exc:
@@ -512,7 +533,8 @@ class PostgresRotator:
             if opts.strategy == "alternating":
                 if current_user != opts.owner_role:
                     raise VerificationFailed(
-                        f"verify: role {role} runs as {current_user}, expected owner role {opts.owner_role} (SET ROLE missing)"
+                        f"verify: role {role} runs as {current_user}, expected owner role {opts.owner_role}"
+                        " (SET ROLE missing)"
                     )
                 await self._check_same_memberships(conn, opts)
         finally:
@@ -565,7 +587,9 @@ class PostgresRotator:
         except psycopg.errors.UndefinedObject:
             return RetireResult(done=True, detail=f"role {old_role} no longer exists")
         except psycopg.Error as exc:
-            raise DownstreamError(f"retire: removing the password of role {old_role} failed ({_describe(exc)})") from exc
+            raise DownstreamError(
+                f"retire: removing the password of role {old_role} failed ({_describe(exc)})"
+            ) from exc
         finally:
             await conn.close()
         logger.info("postgres retire %s: password of role %s removed", ctx.rotation_id, old_role)
