@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: bootstrap test unit lint typecheck infra-check demo bench emulator clean
+.PHONY: bootstrap test unit lint typecheck demo bench emulator fault-matrix clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -37,3 +37,7 @@ emulator: bootstrap
 
 clean:
 	rm -rf .venv .venv-checkov .tools .pytest_cache .mypy_cache .ruff_cache .emulator
+
+## Regenerate docs/fault-matrix.md from the fault-matrix suite.
+fault-matrix: bootstrap
+	FAULT_MATRIX_OUT=docs/fault-matrix.md $(PY) -m pytest tests/integration/test_fault_matrix.py -q
