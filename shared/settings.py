@@ -102,6 +102,7 @@ class Settings:
     eventgrid_topic_endpoint: str | None = None
     eventgrid_topic_key: str | None = None
     eventgrid_schema: str = "eventgrid"  # or "cloudevents"
+    eventgrid_ca_bundle: str | None = None  # local only: trust a local topic's certificate
 
     required_role: str | None = None
     sweep_concurrency: int = 8
@@ -129,6 +130,7 @@ class Settings:
         "eventgrid_topic_endpoint": "ROTATION_EVENTGRID_TOPIC_ENDPOINT",
         "eventgrid_topic_key": "ROTATION_EVENTGRID_TOPIC_KEY",
         "eventgrid_schema": "ROTATION_EVENTGRID_SCHEMA",
+        "eventgrid_ca_bundle": "ROTATION_EVENTGRID_CA_BUNDLE",
         "required_role": "ROTATION_REQUIRED_ROLE",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
     }
@@ -194,6 +196,7 @@ class Settings:
             eventgrid_topic_endpoint=get("eventgrid_topic_endpoint") or None,
             eventgrid_topic_key=get("eventgrid_topic_key") or None,
             eventgrid_schema=schema,
+            eventgrid_ca_bundle=get("eventgrid_ca_bundle") or None,
             required_role=get("required_role") or None,
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
         )

@@ -106,7 +106,10 @@ def build_notifier(
     consumers and, without a topic key, for Event Grid; ``hmac_keys`` reads
     the HMAC key secrets named by ``hmacSecret``.
     """
-    return ConsumerNotifier.from_settings(settings, credential=credential, hmac_keys=hmac_keys)
+    eventgrid_kwargs = {"connection_verify": settings.eventgrid_ca_bundle} if settings.eventgrid_ca_bundle else None
+    return ConsumerNotifier.from_settings(
+        settings, credential=credential, hmac_keys=hmac_keys, eventgrid_kwargs=eventgrid_kwargs
+    )
 
 
 def _log_consumer(notice: RotatedNotice, result: ConsumerResult) -> None:
