@@ -38,8 +38,8 @@ MAX_INTERVAL_DAYS = 3650
 # name -> (kind, interval days, default options)
 STANDARD_INVENTORY: Mapping[str, tuple[str, int | None, Mapping[str, str]]] = {
     "jwt-signing-key": ("jwt", 30, {"format": "raw"}),
-    "database-connection-string": ("postgres", 90, {}),
-    "redis-password": ("redis", 90, {}),
+    "database-connection-string": ("postgres", 90, {"admin-secret": "postgres-admin-connection-string"}),
+    "redis-password": ("redis", 90, {"admin-secret": "redis-admin-connection-string"}),
     "session-encryption-key": ("random", 90, {"encoding": "base64", "length": "32"}),
     "encryption-master-key": (MANUAL, None, {}),
     "openai-api-key": (MANUAL, None, {}),

@@ -30,12 +30,37 @@ _recorder: leakscan.FileRecorder | None = None
 def pytest_configure(config: pytest.Config) -> None:
     global _recorder
     _recorder = leakscan.FileRecorder()
+    leakscan.install(_recorder)
+    _instrument_outputs()
     root = logging.getLogger()
     root.addHandler(_recorder)
     root.setLevel(logging.DEBUG)
     for name in ("azure", "azure.core", "azure.identity", "azure.keyvault", "azure.storage", "aiohttp",
                  "psycopg", "redis", "urllib3", "shared", "functions", "kvemulator", "uvicorn"):
         logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def _instrument_outputs() -> None:
+    """Every project error message and every HTTP response body goes into the leak scan too."""
+    import azure.functions as func
+
+    from shared.errors import RotationError
+
+    original_error_init = RotationError.__init__
+
+    def error_init(self: RotationError, message: str) -> None:
+        leakscan.record("exception", f"{type(self).__name__}: {message}")
+        original_error_init(self, message)
+
+    RotationError.__init__ = error_init  # type: ignore[method-assign]
+    original_response_init = func.HttpResponse.__init__
+
+    def response_init(self: func.HttpResponse, body: Any = None, **kwargs: Any) -> None:
+        if body is not None:
+            leakscan.record("http-response", body if isinstance(body, str | bytes) else repr(body))
+        original_response_init(self, body, **kwargs)
+
+    func.HttpResponse.__init__ = response_init  # type: ignore[method-assign]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -68,7 +93,9 @@ def emulator(kv_ca: trustme.CA) -> Iterator[KeyVaultEmulator]:
         try:
             yield emu
         finally:
-            leakscan.register(v["value"] for name in emu.secret_names() for v in emu.versions(name))
+            versions = [v for name in emu.secret_names() for v in emu.versions(name)]
+            leakscan.register(str(v["value"]) for v in versions)
+            leakscan.record("tags", repr([v.get("tags") for v in versions]))
 
 
 def make_settings(emu: KeyVaultEmulator, azurite: Any, **overrides: Any) -> Settings:

@@ -96,10 +96,19 @@ def generate_password(length: int = PASSWORD_LENGTH) -> str:
 # --------------------------------------------------------------------------
 
 
-def _parse_error(what: str) -> ConfigurationError:
-    # libpq's parse errors quote the offending fragment of the input, which may
-    # be the password, so the cause is deliberately not chained (``from None``).
-    return ConfigurationError(f"{what} is not a valid libpq connection string")
+def _parse(raw: str) -> dict[str, str] | None:
+    """libpq's own parse, or None when it fails.
+
+    libpq's parse errors quote the offending fragment of the input, which may
+    be the password. Callers raise outside the ``except`` block so the error
+    is neither chained nor even kept as ``__context__``, where a log exporter
+    walking the exception graph could still find it.
+    """
+    try:
+        parsed = conninfo_to_dict(raw)
+    except psycopg.Error:
+        return None
+    return {key: str(value) for key, value in parsed.items() if value is not None}
 
 
 def _uri_scheme(raw: str) -> str | None:
@@ -165,11 +174,7 @@ def build_conninfo_uri(params: Mapping[str, str], scheme: str = "postgresql") ->
     uri = f"{scheme}://{userinfo}{netloc}{path}"
     if query:
         uri += "?" + query
-    try:
-        parsed = conninfo_to_dict(uri)
-    except psycopg.Error:
-        raise ConfigurationError("connection parameters cannot be written as a URI") from None
-    if {k: str(v) for k, v in parsed.items() if v is not None} != dict(params):
+    if _parse(uri) != dict(params):
         raise ConfigurationError("connection parameters do not survive a round trip through a URI")
     return uri
 
@@ -186,11 +191,9 @@ class ConnInfo:
 
     @classmethod
     def parse(cls, raw: str, what: str) -> ConnInfo:
-        try:
-            parsed = conninfo_to_dict(raw)
-        except psycopg.Error:
-            raise _parse_error(what) from None
-        params = {key: str(value) for key, value in parsed.items() if value is not None}
+        params = _parse(raw)
+        if params is None:
+            raise ConfigurationError(f"{what} is not a valid libpq connection string")
         return cls(params=params, scheme=_uri_scheme(raw))
 
     @property
@@ -209,10 +212,14 @@ class ConnInfo:
         """The connection string again, in the form it was read in."""
         if self.scheme is not None:
             return build_conninfo_uri(self.params, self.scheme)
+        rendered: str | None
         try:
-            return make_conninfo("", **self.params)
+            rendered = make_conninfo("", **self.params)
         except psycopg.Error:
-            raise ConfigurationError("connection parameters cannot be written as key=value") from None
+            rendered = None  # raised below, outside the handler: the error may quote a value
+        if rendered is None:
+            raise ConfigurationError("connection parameters cannot be written as key=value")
+        return rendered
 
     def with_credentials(self, user: str, password: str) -> ConnInfo:
         params = dict(self.params)

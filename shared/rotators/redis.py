@@ -39,7 +39,7 @@ import string
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -92,6 +92,20 @@ def _no_retry() -> Retry:
 # --------------------------------------------------------------------------
 
 
+def _split(url: str) -> SplitResult | None:
+    """urlsplit, port checked, or None on failure.
+
+    The parser's message may quote the URL, password included; callers raise
+    outside the handler so the error is not even kept as ``__context__``.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return None
+    return parts
+
+
 @dataclass(frozen=True)
 class RedisCredential:
     """A secret value: bare password or URL, with its form kept for re-rendering."""
@@ -117,12 +131,9 @@ class RedisCredential:
             if not raw:
                 raise ConfigurationError(f"{what} is empty")
             return cls(user=default_user, password=raw)
-        try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError:
-            # The parser's message may quote the URL, password included.
-            raise ConfigurationError(f"{what} is not a valid redis URL") from None
+        parts = _split(text)
+        if parts is None:
+            raise ConfigurationError(f"{what} is not a valid redis URL")
         userinfo, at, hostport = parts.netloc.rpartition("@")
         if not hostport:
             raise ConfigurationError(f"{what} has no host")
@@ -172,11 +183,10 @@ class _Admin:
 
 def _parse_admin(raw: str, name: str) -> _Admin:
     what = f"admin secret {name!r}"
-    try:
-        parts = urlsplit(raw.strip())
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ConfigurationError(f"{what} is not a valid redis URL") from None
+    parts = _split(raw.strip())
+    if parts is None:
+        raise ConfigurationError(f"{what} is not a valid redis URL")
+    port = parts.port or DEFAULT_PORT
     if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
         raise ConfigurationError(f"{what} must be a redis:// or rediss:// URL with a host")
     return _Admin(
@@ -190,14 +200,10 @@ def _parse_admin(raw: str, name: str) -> _Admin:
 
 def _parse_node(item: str) -> tuple[str, int]:
     text = item.strip()
-    try:
-        parts = urlsplit(f"//{text}")
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ConfigurationError(f"option nodes: {text[:100]!r} is not host:port") from None
-    if not parts.hostname or parts.username is not None or parts.path:
+    parts = _split(f"//{text}")
+    if parts is None or not parts.hostname or parts.username is not None or parts.path:
         raise ConfigurationError(f"option nodes: {text[:100]!r} is not host:port")
-    return parts.hostname, port
+    return parts.hostname, parts.port or DEFAULT_PORT
 
 
 def _node_name(node: tuple[str, int]) -> str:
@@ -329,19 +335,22 @@ class RedisRotator:
         self, node: tuple[str, int], admin: _Admin, opts: RedisOptions, step: str, work: Callable[[aioredis.Redis], Any]
     ) -> Any:
         client = self._client(node, admin.user, admin.password, admin.ssl, opts)
+        rejected: str | None = None
         try:
             return await work(client)
         except AuthenticationError as exc:
             raise DownstreamError(f"{step}: admin authentication refused by node {_node_name(node)}") from exc
         except ResponseError as exc:
-            # Not chained: the reply text repeats the ACL rule that failed.
-            raise DownstreamError(f"{step}: node {_node_name(node)} rejected the command ({_describe(exc)})") from None
+            # The reply text repeats the ACL rule that failed: raised below,
+            # outside this handler, so it is neither cause nor context.
+            rejected = _describe(exc)
         except RedisError as exc:
             raise DownstreamError(f"{step}: node {_node_name(node)} failed ({_describe(exc)})") from exc
         except OSError as exc:
             raise DownstreamError(f"{step}: node {_node_name(node)} unreachable ({_describe(exc)})") from exc
         finally:
             await client.aclose()
+        raise DownstreamError(f"{step}: node {_node_name(node)} rejected the command ({rejected})")
 
     @staticmethod
     async def _persist(client: aioredis.Redis, mode: str, node: str) -> str:
@@ -352,18 +361,27 @@ class RedisRotator:
         """
         if mode == "none":
             return "skipped"
+        attempts = [mode]
         if mode == "auto":
-            config = await client.config_get("aclfile")
-            mode = "aclsave" if (config or {}).get("aclfile") else "rewrite"
-        try:
-            if mode == "aclsave":
-                await client.acl_save()
-            else:
-                await client.config_rewrite()
-        except ResponseError:
-            logger.warning("redis node %s: %s failed; the ACL change will not survive a restart", node, mode)
-            return "failed"
-        return mode
+            try:
+                config = await client.config_get("aclfile")
+                attempts = ["aclsave" if (config or {}).get("aclfile") else "rewrite"]
+            except ResponseError:
+                # CONFIG may be renamed or denied; try both ways instead.
+                attempts = ["aclsave", "rewrite"]
+        for attempt in attempts:
+            try:
+                if attempt == "aclsave":
+                    await client.acl_save()
+                else:
+                    await client.config_rewrite()
+            except ResponseError:
+                continue
+            return attempt
+        logger.warning(
+            "redis node %s: %s failed; the ACL change will not survive a restart", node, " and ".join(attempts)
+        )
+        return "failed"
 
     # -- Rotator ------------------------------------------------------------
 

@@ -39,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support import leakscan
+
 REFRESH_PATH = "/internal/secrets/refresh"
 SIGNATURE_HEADER = "x-rotation-signature"
 TIMESTAMP_HEADER = "x-rotation-timestamp"
@@ -87,6 +89,7 @@ class ServerThread:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,
+            log_config=None,  # uvicorn's dictConfig would close every handler, the leak scan's included
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -244,6 +247,7 @@ class ConsumerApp:
 
     async def _refresh(self, request: Request) -> Response:
         raw = await request.body()
+        leakscan.record("ping", raw)
         ping = ReceivedPing(
             path=request.url.path,
             headers={k.lower(): v for k, v in request.headers.items()},

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support import leakscan
 from tests.support.consumer_app import ServerThread
 
 EVENTS_PATH = "/api/events"
@@ -107,8 +108,10 @@ class EventGridSink:
             with self._lock:
                 self.rejected += 1
             return JSONResponse({"error": {"code": "Unauthorized"}}, status_code=401)
+        raw = await request.body()
+        leakscan.record("published-event", raw)
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError:
             return JSONResponse({"error": {"code": "BadRequest"}}, status_code=400)
         if not isinstance(body, list):

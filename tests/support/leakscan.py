@@ -53,12 +53,32 @@ class FileRecorder(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def record_text(self, kind: str, text: str) -> None:
+        """Something other than a log record that must not carry a value either."""
+        with self.lock or threading.Lock():
+            self._file.write(f"[{kind}] {text}\n")
+            self.records += 1
+
     def close(self) -> None:
         self._file.close()
         super().close()
 
 
 _STANDARD_ATTRS = set(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {"message", "asctime"}
+
+
+_recorder: FileRecorder | None = None
+
+
+def install(recorder: FileRecorder) -> None:
+    global _recorder
+    _recorder = recorder
+
+
+def record(kind: str, text: str | bytes) -> None:
+    """Add an HTTP response, an exception message, a published event or tags to the scan."""
+    if _recorder is not None:
+        _recorder.record_text(kind, text.decode("utf-8", "replace") if isinstance(text, bytes) else text)
 
 
 def find_leaks(log_path: Path, values: Iterable[str]) -> list[str]:
