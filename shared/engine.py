@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.errors import (
+    LeaseNotNeeded,
     ManualOnly,
     NotManaged,
     PolicyError,
@@ -198,20 +199,38 @@ class RotationEngine:
         if not rotate and not self._has_work(policy, current):
             log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
             return self._skipped(req, current, why)
-        async with self._locker.hold(f"{req.vault}/{req.secret_name}") as lease:
-            current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
-            policy = self._policy(req.secret_name, current)
-            resumed: Outcome | None = None
-            if self._has_work(policy, current):
-                resumed = await self._finish(store, req, policy, current, lease, previous=None)
-                current = await store.get(req.secret_name) if resumed.version != current.version else current
-            rotate, why = self._decide(req, policy, current)
-            if not rotate:
-                if resumed is not None:
-                    resumed.reason = f"{resumed.reason}; {why}"
-                    return resumed
-                return self._skipped(req, current, why)
-            return await self._rotate(store, req, policy, current, lease)
+        latest = current
+
+        async def done_meanwhile() -> bool:
+            """While queueing for the lease: has the holder made this request moot?"""
+            nonlocal latest
+            latest = await store.get(req.secret_name)
+            fresh_policy = self._policy(req.secret_name, latest)
+            needed, _ = self._decide(req, fresh_policy, latest)
+            return not needed and not self._has_work(fresh_policy, latest)
+
+        try:
+            async with self._locker.hold(f"{req.vault}/{req.secret_name}", done_meanwhile) as lease:
+                return await self._run_locked(store, req, lease)
+        except LeaseNotNeeded:
+            _, why = self._decide(req, self._policy(req.secret_name, latest), latest)
+            log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
+            return self._skipped(req, latest, why)
+
+    async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease) -> Outcome:
+        current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
+        policy = self._policy(req.secret_name, current)
+        resumed: Outcome | None = None
+        if self._has_work(policy, current):
+            resumed = await self._finish(store, req, policy, current, lease, previous=None)
+            current = await store.get(req.secret_name)
+        rotate, why = self._decide(req, policy, current)
+        if not rotate:
+            if resumed is not None:
+                resumed.reason = f"{resumed.reason}; {why}"
+                return resumed
+            return self._skipped(req, current, why)
+        return await self._rotate(store, req, policy, current, lease)
 
     async def complete_pending(self, vault: str, secret_name: str, trigger: Trigger = Trigger.SWEEP) -> Outcome:
         """Drive an unfinished rotation's notify/retire steps (timer sweep)."""

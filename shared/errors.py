@@ -20,6 +20,7 @@ while the message itself never carries secret material.
     │   └── Forbidden                  caller lacks the required app role      -> 403
     └── TransientError                 a redelivery may succeed (raise, 5xx)
         ├── RotationInProgress         another worker holds the lease          -> 409
+        │   └── LeaseNotNeeded         while waiting, the holder did the work (handled by the engine)
         ├── LeaseLost                  our lease expired mid-rotation
         ├── VaultUnavailable           Key Vault throttled, failed or unreachable -> 503
         ├── DownstreamError            PostgreSQL/Redis/consumer failed        -> 502
@@ -96,6 +97,10 @@ class TransientError(RotationError):
 class RotationInProgress(TransientError):
     http_status = 409
     code = "RotationInProgress"
+
+
+class LeaseNotNeeded(RotationInProgress):
+    code = "LeaseNotNeeded"
 
 
 class LeaseLost(TransientError):

@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
-from shared.errors import LeaseLost, RotationInProgress, TransientError
+from shared.errors import LeaseLost, LeaseNotNeeded, RotationInProgress, TransientError
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import BlobLeaseClient, BlobServiceClient
@@ -76,7 +76,9 @@ class BlobLocker:
         self._container_ready = True
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[BlobLease]:
+    async def hold(
+        self, key: str, abandon_if: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[BlobLease]:
         from azure.storage.blob.aio import BlobLeaseClient
 
         await self._ensure_container()
@@ -92,7 +94,7 @@ class BlobLocker:
             raise TransientError("lease storage is unavailable") from exc
         lease_client = BlobLeaseClient(blob)
         deadline = time.monotonic() + self._wait
-        delay = 0.1
+        delay = 0.05
         while True:
             try:
                 await lease_client.acquire(lease_duration=LEASE_SECONDS)
@@ -103,7 +105,9 @@ class BlobLocker:
                 if time.monotonic() >= deadline:
                     raise RotationInProgress(f"another rotation of {key} holds the lease") from exc
                 await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 1.0)
+                delay = min(delay * 1.5, 0.5)
+                if abandon_if is not None and await abandon_if():
+                    raise LeaseNotNeeded(f"the holder of {key} already did the work") from exc
             except AzureError as exc:
                 raise TransientError("lease storage is unavailable") from exc
         lease = BlobLease(lease_client, key)

@@ -6,7 +6,7 @@ tests may fake them. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,11 +61,15 @@ class Lease(Protocol):
 
 
 class Locker(Protocol):
-    def hold(self, key: str) -> AbstractAsyncContextManager[Lease]:
+    def hold(
+        self, key: str, abandon_if: Callable[[], Awaitable[bool]] | None = None
+    ) -> AbstractAsyncContextManager[Lease]:
         """Hold the exclusive per-secret lease for the duration of the block.
 
         Waits up to the configured time; raises RotationInProgress if another
-        worker keeps it."""
+        worker keeps it. While waiting, ``abandon_if`` is asked between
+        attempts; when it answers True (the holder already did the work) the
+        wait ends with LeaseNotNeeded instead of queueing behind it."""
 
 
 @dataclass(frozen=True)

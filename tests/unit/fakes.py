@@ -97,7 +97,7 @@ class FakeLocker:
         self.lease = FakeLease()
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[FakeLease]:
+    async def hold(self, key: str, abandon_if: Any = None) -> AsyncIterator[FakeLease]:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             yield self.lease

@@ -1,0 +1,29 @@
+// Development environment, for deployments without azd:
+//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.dev.bicepparam
+// then stage two (see docs/deploy.md). With azd, the same values come from
+// `azd env set` (infra/main.parameters.json maps them).
+using './main.bicep'
+
+param environmentName = 'dev'
+
+// Replace with your vault names. Dev creates its own vaults.
+param vaultNames = [
+  'kv-rotation-dev-01'
+]
+param createVaults = true
+param vaultSoftDeleteRetentionInDays = 7
+
+param enableVnetIntegration = false
+param storageSkuName = 'Standard_LRS'
+param zoneRedundant = false
+param logRetentionInDays = 30
+param maximumInstanceCount = 10
+param instanceMemoryMB = 2048
+
+param rotationLeadDays = 30
+param rotationGracePeriodHours = 1
+param rotationRetireWhen = 'acknowledged_or_grace'
+param rotationConsumers = ''
+param eventGridSchema = 'eventgrid'
+param requiredRole = ''
+param sweepSchedule = '0 0 */6 * * *'
