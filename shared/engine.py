@@ -38,7 +38,16 @@ from shared.errors import (
 )
 from shared.model import SecretVersion
 from shared.policy import Policy, carried_tags, resolve_policy
-from shared.ports import Consumer, Lease, Locker, Notifier, NotifyResult, RotatedNotice, SecretStore
+from shared.ports import (
+    Consumer,
+    Lease,
+    Locker,
+    Notifier,
+    NotifyResult,
+    RotatedNotice,
+    SecretReader,
+    SecretStore,
+)
 from shared.rotators.base import RotationContext, Rotator
 from shared.settings import Settings
 
@@ -306,7 +315,7 @@ class RotationEngine:
             now=now,
             current=current,
             options=dict(policy.options),
-            secrets=store,
+            secrets=_RunReader(store),
         )
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
@@ -322,7 +331,9 @@ class RotationEngine:
         await rotator.verify(ctx, new)
         await self._step(Step.VERIFY, req, timings, t)
 
-        await lease.ensure()  # never commit after losing exclusivity
+        # A round trip right before the write: a lease broken or taken over at any earlier moment is
+        # caught here, so a worker that lost exclusivity never commits.
+        await lease.ensure()
         t = time.perf_counter()
         tags = carried_tags(current.properties.tags)
         tags.update(
@@ -350,7 +361,8 @@ class RotationEngine:
         await self._step(Step.COMMIT, req, timings, t)
         log.info("rotation committed", extra={**extra, "version": props.version})
 
-        outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings)
+        outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
+                                     reader=ctx.secrets)
         outcome.status = "rotated"
         outcome.reason = f"rotated ({outcome.reason})"
         outcome.steps = [Step.CREATE, Step.APPLY, Step.VERIFY, Step.COMMIT, *outcome.steps]
@@ -367,6 +379,7 @@ class RotationEngine:
         lease: Lease,
         previous: SecretVersion | None,
         timings: dict[str, float] | None = None,
+        reader: SecretReader | None = None,
     ) -> Outcome:
         timings = timings if timings is not None else {}
         tags = dict(version.properties.tags)
@@ -405,7 +418,9 @@ class RotationEngine:
                 tags[Tag.PENDING] = ",".join(missing)[:TAG_VALUE_MAX]
             else:
                 tags.pop(Tag.PENDING, None)
-            await store.update_properties(name, version.properties.version, tags=tags)
+            if rotator is None or not self._retire_ready(rotator, policy, version, tags)[0]:
+                # Record the acknowledgements now; when retirement follows at once, its write records both.
+                await store.update_properties(name, version.properties.version, tags=tags)
             steps.append(Step.NOTIFY)
             await self._step(Step.NOTIFY, req, timings, t)
             log.info("consumers notified", extra={**extra, "acks": tags[Tag.ACKS]})
@@ -422,7 +437,7 @@ class RotationEngine:
                 now=self._clock(),
                 current=version,
                 options=dict(policy.options),
-                secrets=store,
+                secrets=reader or _RunReader(store),
             )
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
@@ -588,3 +603,18 @@ class RotationEngine:
             **more,
         }
 
+
+
+class _RunReader:
+    """Reads other secrets (admin credentials) once per run: apply and retire of
+    one rotation see the same admin secret and do not pay for it twice."""
+
+    def __init__(self, store: SecretReader) -> None:
+        self._store = store
+        self._cache: dict[tuple[str, str | None], SecretVersion] = {}
+
+    async def get(self, name: str, version: str | None = None) -> SecretVersion:
+        key = (name, version)
+        if key not in self._cache:
+            self._cache[key] = await self._store.get(name, version)
+        return self._cache[key]

@@ -63,6 +63,7 @@ class BlobLocker:
         self._container = container
         self._wait = wait_seconds
         self._container_ready = False
+        self._known_blobs: set[str] = set()  # lease blobs never get deleted, so existence is cached
 
     async def _ensure_container(self) -> None:
         if self._container_ready:
@@ -83,15 +84,17 @@ class BlobLocker:
 
         await self._ensure_container()
         blob = self._service.get_blob_client(self._container, key)
-        try:
-            await blob.upload_blob(b"", overwrite=False)
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if exc.status_code != 412:  # a held lease blocks the overwrite check: blob exists
+        if key not in self._known_blobs:
+            try:
+                await blob.upload_blob(b"", overwrite=False)
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as exc:
+                if exc.status_code != 412:  # a held lease blocks the overwrite check: blob exists
+                    raise TransientError("lease storage is unavailable") from exc
+            except AzureError as exc:
                 raise TransientError("lease storage is unavailable") from exc
-        except AzureError as exc:
-            raise TransientError("lease storage is unavailable") from exc
+            self._known_blobs.add(key)
         lease_client = BlobLeaseClient(blob)
         deadline = time.monotonic() + self._wait
         delay = 0.05

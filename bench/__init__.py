@@ -1,0 +1,1 @@
+"""Benchmarks against the floor (`make bench`); not part of the tests."""
