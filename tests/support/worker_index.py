@@ -8,9 +8,10 @@ signature does not match its bindings. ``func start`` cannot run here, so
 this is the closest we get to the host's own check.
 
 This is the ONLY module that touches the runtime's internal API:
-``loader.index_function_app``, ``loader.process_indexed_function`` and
-``functions.Registry`` (the calls ``handle_event.index_functions`` makes
-when the host asks for metadata). The host normally hands the worker its
+``loader.index_function_app``, ``loader.process_indexed_function``,
+``functions.Registry``, ``bindings.meta.load_binding_registry`` and
+``utils.validators.validate_script_file_name`` (the calls ``handle_event.worker_init_request`` and
+``index_functions`` make when the host starts the worker). The host normally hands the worker its
 gRPC message classes; here a stand-in records the fields instead, with the
 enum values of FunctionRpc.proto so the worker's comparisons behave the same.
 
@@ -72,20 +73,25 @@ def _plain(value: Any) -> Any:
 
 def index(app_dir: Path) -> list[dict[str, Any]]:
     from azure_functions_runtime import loader
+    from azure_functions_runtime.bindings.meta import load_binding_registry
     from azure_functions_runtime.functions import Registry
+    from azure_functions_runtime.utils.validators import validate_script_file_name
 
-    script = app_dir / os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py")
+    script_name = os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py")
+    validate_script_file_name(script_name)
+    script = app_dir / script_name
     if not script.is_file():
         raise FileNotFoundError(f"{script} does not exist")
     sys.path.insert(0, str(app_dir))
     os.chdir(app_dir)
+    load_binding_registry()  # worker_init_request does this before indexing
     indexed = loader.index_function_app(str(script))
     if not indexed:
         raise ValueError("the app defines no functions")
     registry = Registry()
     metadata, _ = loader.process_indexed_function(_Protos, registry, indexed, str(app_dir))
     results: list[dict[str, Any]] = []
-    for meta, function in zip(metadata, indexed, strict=True):
+    for meta in metadata:
         fields = meta.fields
         info = registry.get_function(fields["function_id"])
         results.append(
@@ -96,7 +102,6 @@ def index(app_dir: Path) -> list[dict[str, Any]]:
                 "isAsync": bool(info.is_async) if info is not None else None,
                 "bindings": [json.loads(raw) for raw in fields["raw_bindings"]],
                 "retry": _plain(fields.get("retry_options")),
-                "functionJson": json.loads(function.get_function_json()),
             }
         )
     return results

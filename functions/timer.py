@@ -1,0 +1,44 @@
+"""Timer trigger: the daily safety-net sweep.
+
+Events are the fast path; this catches what they miss (a lost delivery, a
+secret created without an expiry) and drives unfinished rotations to their
+end once consumers acknowledged or the grace period passed. The schedule is
+the app setting ``ROTATION_SWEEP_SCHEDULE`` (NCRONTAB, default
+``0 0 3 * * *``), resolved by the host, so changing it needs no deployment.
+``use_monitor`` makes the host record the last run in storage, so a run
+missed while the app was down is made up once it is back.
+
+A sweep with per-secret failures still completes normally: the failures are
+in its one summary line (logged at WARNING), which is what alerts should
+match, and the next scheduled run tries them again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.container import get_container
+from shared.inventory import SweepDeps, SweepSummary, sweep
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+async def handle_sweep(deps: SweepDeps, *, past_due: bool = False) -> SweepSummary:
+    if past_due:
+        log.info("rotation sweep is running late (past due)")
+    return await sweep(deps)
+
+
+@bp.function_name("rotation_sweep")
+@bp.timer_trigger(
+    arg_name="timer",
+    schedule="%ROTATION_SWEEP_SCHEDULE%",
+    run_on_startup=False,
+    use_monitor=True,
+)
+async def rotation_sweep(timer: func.TimerRequest) -> None:
+    await handle_sweep(get_container(), past_due=timer.past_due)
