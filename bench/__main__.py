@@ -287,7 +287,7 @@ def render(figures: list[Figure], rounds: int) -> str:
     notes = [f"- {f.key}: {f.note}" for f in figures if f.note]
     header = (f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
               f"{platform.python_version()}, {rounds} rounds; ratios are subject / floor per round.")
-    return "\n".join([header, "", *lines, *([""] + notes if notes else [])])
+    return "\n".join([header, "", *lines, *(["", *notes] if notes else [])])
 
 
 def main() -> int:

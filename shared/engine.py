@@ -247,6 +247,14 @@ class RotationEngine:
 
     # --------------------------------------------------------------- decision
 
+    def _kind(self, policy: Policy) -> str | None:
+        """The rotator that renews this secret: its policy's, or for a manual-only secret the
+        generator named by its ``rotation-generator`` tag (used only when forced)."""
+        if not policy.manual:
+            return policy.kind
+        generator = policy.options.get("generator", "").strip().lower()
+        return generator if generator in {"random", "jwt"} and generator in self._rotators else None
+
     def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
         """Whether an unfinished rotation recorded on the current version can progress now."""
         tags = current.properties.tags
@@ -255,7 +263,7 @@ class RotationEngine:
             return False
         if state in (State.COMMITTED, State.RETIRED) or tags.get(Tag.PENDING):
             return True
-        rotator = self._rotators.get(policy.kind)
+        rotator = self._rotators.get(self._kind(policy) or "")
         return rotator is not None and self._retire_ready(rotator, policy, current, tags)[0]
 
     def _policy(self, name: str, current: SecretVersion) -> Policy:
@@ -276,6 +284,11 @@ class RotationEngine:
         props = current.properties
         if policy.manual and not req.force:
             raise ManualOnly(f"secret {req.secret_name} is rotated by hand only; use force to rotate it")
+        if policy.manual and self._kind(policy) is None:
+            raise ManualOnly(
+                f"secret {req.secret_name} is rotated by hand only and names no generator "
+                "(tag rotation-generator: random or jwt); rotate it at its provider and write the new version"
+            )
         is_event = req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED)
         if is_event and req.event_version and req.event_version != props.version:
             return False, (
@@ -304,10 +317,12 @@ class RotationEngine:
     async def _rotate(
         self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease
     ) -> Outcome:
-        rotator = self._rotators[policy.kind]
+        kind = self._kind(policy)
+        assert kind is not None  # _decide refused a manual secret without a generator
+        rotator = self._rotators[kind]
         rotation_id = uuid.uuid4().hex
         now = self._clock()
-        expires_on = policy.new_expiry(now)
+        expires_on = policy.new_expiry(now) if policy.validity_days else None
         ctx = RotationContext(
             vault=req.vault,
             secret_name=req.secret_name,
@@ -339,7 +354,7 @@ class RotationEngine:
         tags.update(
             {
                 Tag.ID: rotation_id,
-                Tag.BY: policy.kind,
+                Tag.BY: kind,
                 Tag.AT: now.isoformat(timespec="seconds"),
                 Tag.FROM: current.properties.version,
                 Tag.TRIGGER: str(req.trigger),
@@ -387,7 +402,7 @@ class RotationEngine:
         extra = self._log_extra(req, rotation_id, version=version.properties.version)
         steps: list[str] = []
         consumers_report: list[dict[str, Any]] = []
-        rotator = self._rotators.get(policy.kind)
+        rotator = self._rotators.get(self._kind(policy) or "")
         name = req.secret_name
         if previous is None and tags.get(Tag.FROM):
             try:
@@ -567,20 +582,22 @@ class RotationEngine:
     def _plan(self, req: RotationRequest, policy: Policy, current: SecretVersion, rotate: bool, why: str) -> Outcome:
         now = self._clock()
         consumers = [c.name for c in self._consumers_for(req.secret_name, policy.consumers_tag)]
+        kind = self._kind(policy) or policy.kind
+        expiry = policy.new_expiry(now).isoformat() if policy.validity_days else None
         plan = {
-            "rotator": policy.kind,
+            "rotator": kind,
             "wouldRotate": rotate,
             "why": why,
             "currentVersion": current.properties.version,
             "steps": [
-                f"create: generate a new {policy.kind} value (options: {sorted(policy.options)})",
-                f"apply: make it valid in the {policy.kind} downstream while the current value stays valid",
+                f"create: generate a new {kind} value (options: {sorted(policy.options)})",
+                f"apply: make it valid in the {kind} downstream while the current value stays valid",
                 "verify: prove the new value works before anything is written to the vault",
-                f"commit: write a new version expiring {policy.new_expiry(now).isoformat()}",
+                f"commit: write a new version expiring {expiry or 'never (manual-only secret)'}",
                 f"notify: ping {consumers or 'no consumers'} and publish SecretRotated",
                 "retire: invalidate the previous credential after acknowledgement or the grace period",
             ],
-            "newExpiry": policy.new_expiry(now).isoformat(),
+            "newExpiry": expiry,
             "consumers": consumers,
         }
         return Outcome(

@@ -254,8 +254,6 @@ async def test_a_manual_only_secret_without_force_is_409(emulator: KeyVaultEmula
     assert len(emulator.versions("openai-api-key")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: force on a manual-only secret reaches _rotate/_plan, which "
-                                        "need a rotator or an interval (KeyError -> 500, PolicyError -> 400)")
 @pytest.mark.parametrize("dry_run", [False, True])
 async def test_forcing_a_manual_only_secret_without_a_rotator_is_409_and_writes_nothing(
         emulator: KeyVaultEmulator, container: Container, dry_run: bool) -> None:
@@ -263,6 +261,18 @@ async def test_forcing_a_manual_only_secret_without_a_rotator_is_409_and_writes_
     resp = await handle_rotate(rotate("openai-api-key", {"force": True, "dryRun": dry_run}), container)
     assert len(emulator.versions("openai-api-key")) == 1
     assert resp.status_code == 409
+
+
+async def test_forcing_a_manual_only_secret_that_names_a_generator_rotates_it_without_expiry(
+        emulator: KeyVaultEmulator, container: Container) -> None:
+    emulator.put("encryption-master-key", "manual-master-key-0123456789abcdefghij",
+                 tags={"rotation-generator": "random", "rotation-length": "32"})
+    resp = await handle_rotate(rotate("encryption-master-key", {"force": True, "reason": "yearly ceremony"}), container)
+    assert resp.status_code == 200 and read(resp)["status"] == "rotated"
+    latest = emulator.latest("encryption-master-key")
+    assert latest["tags"]["rotated-by"] == "random" and latest["tags"]["rotated-reason"] == "yearly ceremony"
+    assert latest["attributes"].get("exp") is None
+    assert_no_value(resp, emulator)
 
 
 async def test_a_rotation_already_holding_the_lease_answers_409(emulator: KeyVaultEmulator,
