@@ -285,6 +285,8 @@ def render(figures: list[Figure], rounds: int) -> str:
         *(f.row() for f in sorted(figures, key=lambda f: f.key)),
     ]
     notes = [f"- {f.key}: {f.note}" for f in figures if f.note]
+    notes += [f"- {f.key} MISSED its target: {MISS_REASONS[f.key]}" for f in figures
+              if f.median > f.target and f.key in MISS_REASONS]
     header = (f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
               f"{platform.python_version()}, {rounds} rounds; ratios are subject / floor per round.")
     return "\n".join([header, "", *lines, *(["", *notes] if notes else [])])
@@ -305,6 +307,19 @@ def main() -> int:
                                   + table + "\n\n" + EXPLANATION)
     return 0
 
+
+MISS_REASONS = {
+    "B1": (
+        "the floor is the bare minimum of round trips (2 vault reads, 1 write, 3 PostgreSQL connections, 1 ping). "
+        "The engine adds, on purpose: a per-secret blob lease (acquire, renew right before the commit, release: "
+        "3 storage round trips), a second vault read under the lease (another worker may have rotated meanwhile), "
+        "one tag write recording the rotation's state and acknowledgements (so a crash after the commit is "
+        "resumed), and in PostgreSQL re-asserting the role invariants in apply (membership, SET ROLE) and "
+        "checking session_user, current_user and equal memberships in verify. Each is what makes a rotation "
+        "safe to crash and to race; together they cost about 20-30 ms per rotation on this machine, for an "
+        "operation that runs once per secret every 30-90 days."
+    ),
+}
 
 EXPLANATION = """## What each figure compares
 
