@@ -154,7 +154,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _parse_time(raw: str | None) -> datetime | None:
+def parse_time(raw: str | None) -> datetime | None:
     if not raw:
         return None
     try:
@@ -491,7 +491,7 @@ class RotationEngine:
         self, rotator: Rotator, policy: Policy, version: SecretVersion, tags: Mapping[str, str]
     ) -> tuple[bool, str]:
         now = self._clock()
-        rotated_at = _parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
+        rotated_at = parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
         overlap_fn = getattr(rotator, "retire_overlap", None)
         overlap: timedelta = overlap_fn(policy.options) if overlap_fn is not None else timedelta(0)
         grace = timedelta(hours=self._settings.grace_period_hours)
@@ -529,7 +529,7 @@ class RotationEngine:
             version=version.properties.version,
             previous_version=previous.properties.version if previous else tags.get(Tag.FROM),
             rotation_id=tags.get(Tag.ID, ""),
-            rotated_at=_parse_time(tags.get(Tag.AT)) or self._clock(),
+            rotated_at=parse_time(tags.get(Tag.AT)) or self._clock(),
             expires_on=version.properties.expires_on,
             trigger=tags.get(Tag.TRIGGER, str(req.trigger)),
         )

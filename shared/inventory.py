@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.engine import Outcome, RotationRequest, State, Tag, Trigger, pending_state
+from shared.engine import Outcome, RotationRequest, State, Tag, Trigger, parse_time, pending_state
 from shared.errors import (
     ManualOnly,
     NotManaged,
@@ -170,7 +170,7 @@ async def _pending_retirement(
             if props.version == previous:
                 previous_enabled = props.enabled
                 break
-    rotated_at = _parse(tags.get(Tag.AT))
+    rotated_at = parse_time(tags.get(Tag.AT))
     grace_until = rotated_at + timedelta(hours=settings.grace_period_hours) if rotated_at else None
     return {
         "state": state,
@@ -180,15 +180,6 @@ async def _pending_retirement(
         "pendingConsumers": [c for c in tags.get(Tag.PENDING, "").split(",") if c],
         "graceUntil": _iso(grace_until),
     }
-
-
-def _parse(raw: str | None) -> datetime | None:
-    if not raw:
-        return None
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        return None
 
 
 def _plan_entry(vault: str, props: SecretProperties, policy: Policy, now: datetime, lead_days: int) -> dict[str, Any]:

@@ -46,8 +46,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import secrets
-import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -60,6 +58,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext
+from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 
 __all__ = [
     "PASSWORD_ALPHABET",
@@ -80,15 +79,6 @@ DEFAULT_CONTENT_TYPE: Final = "application/x-postgresql-conninfo"
 
 # Symbols chosen to exercise every quoting layer (URI percent-encoding, libpq
 # key=value escaping) on every rotation, not only in tests.
-PASSWORD_ALPHABET: Final = string.ascii_letters + string.digits + "-_.~!*@:/%"
-PASSWORD_LENGTH: Final = 40
-
-
-def generate_password(length: int = PASSWORD_LENGTH) -> str:
-    """Random password from a CSPRNG; 40 chars of a 72-symbol alphabet is ~246 bits."""
-    if length < 32:
-        raise ValueError("passwords shorter than 32 characters are not allowed")
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
 
 
 # --------------------------------------------------------------------------

@@ -34,8 +34,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import secrets
-import string
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -49,6 +47,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError,
 from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext
+from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 
 __all__ = ["PASSWORD_ALPHABET", "RedisCredential", "RedisRotator", "generate_password", "password_hash"]
 
@@ -63,15 +62,6 @@ DEFAULT_CONTENT_TYPE: Final = "text/plain"
 USER_RE: Final = re.compile(r"^[^\s\x00-\x1f\x7f]{1,256}$")
 
 # Symbols that exercise URL quoting on every rotation, not only in tests.
-PASSWORD_ALPHABET: Final = string.ascii_letters + string.digits + "-_.~!*@:/%"
-PASSWORD_LENGTH: Final = 40
-
-
-def generate_password(length: int = PASSWORD_LENGTH) -> str:
-    """Random password from a CSPRNG; 40 chars of a 72-symbol alphabet is ~246 bits."""
-    if length < 32:
-        raise ValueError("passwords shorter than 32 characters are not allowed")
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
 
 
 def password_hash(password: str) -> str:

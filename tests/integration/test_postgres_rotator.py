@@ -13,7 +13,6 @@ import traceback
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -21,11 +20,13 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
-from shared.model import NewSecret, SecretProperties, SecretVersion
+from shared.errors import ConfigurationError, DownstreamError, VerificationFailed
+from shared.model import NewSecret
 from shared.ports import SecretReader
 from shared.rotators.base import RotationContext, Rotator
 from shared.rotators.postgres import ConnInfo, PostgresRotator, build_conninfo_uri, generate_password
+from tests.support.rotator_context import MemorySecrets, version_of
+from tests.support.rotator_context import make_ctx as _make_ctx
 from tests.support.services import PostgresServer
 
 ADMIN_SECRET = "pg-admin"
@@ -37,32 +38,8 @@ HOSTILE = "p@ss:w/rd 'q\"b\\s%25 ?x=y&z#frag " + "Z9" * 10
 # --------------------------------------------------------------------------
 
 
-class MemorySecrets:
-    """The SecretReader port backed by a dict: name -> latest value."""
-
-    def __init__(self, values: Mapping[str, str] | None = None) -> None:
-        self.values = dict(values or {})
-
-    async def get(self, name: str, version: str | None = None) -> SecretVersion:
-        if name not in self.values:
-            raise SecretNotFound(f"secret {name} not found")
-        return version_of(name, self.values[name], version or "v-latest")
-
-
-def version_of(name: str, value: str, version: str) -> SecretVersion:
-    return SecretVersion(properties=SecretProperties(name=name, version=version), value=value)
-
-
 def make_ctx(current: str | None, options: Mapping[str, str], secrets: SecretReader) -> RotationContext:
-    return RotationContext(
-        vault="kv-test",
-        secret_name="app-db",
-        rotation_id=uuid.uuid4().hex,
-        now=datetime.now(UTC),
-        current=version_of("app-db", current, "v-current") if current is not None else None,
-        options=dict(options),
-        secrets=secrets,
-    )
+    return _make_ctx("app-db", current, options, secrets)
 
 
 def can_login(dsn: str) -> bool:

@@ -12,18 +12,19 @@ import traceback
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
-from shared.model import NewSecret, SecretProperties, SecretVersion
+from shared.errors import ConfigurationError, DownstreamError, VerificationFailed
+from shared.model import NewSecret
 from shared.ports import SecretReader
 from shared.rotators.base import RotationContext, Rotator
 from shared.rotators.redis import RedisCredential, RedisRotator, generate_password, password_hash
+from tests.support.rotator_context import MemorySecrets, version_of
+from tests.support.rotator_context import make_ctx as _make_ctx
 from tests.support.services import RedisServer, no_retry
 
 ADMIN_SECRET = "redis-admin"
@@ -35,32 +36,8 @@ HOSTILE = "p@ss:w/rd 'q\"b\\s%25 ?x=y&z#frag >not<a-rule " + "Z9" * 10
 # --------------------------------------------------------------------------
 
 
-class MemorySecrets:
-    """The SecretReader port backed by a dict: name -> latest value."""
-
-    def __init__(self, values: Mapping[str, str] | None = None) -> None:
-        self.values = dict(values or {})
-
-    async def get(self, name: str, version: str | None = None) -> SecretVersion:
-        if name not in self.values:
-            raise SecretNotFound(f"secret {name} not found")
-        return version_of(name, self.values[name], version or "v-latest")
-
-
-def version_of(name: str, value: str, version: str) -> SecretVersion:
-    return SecretVersion(properties=SecretProperties(name=name, version=version), value=value)
-
-
 def make_ctx(current: str | None, options: Mapping[str, str], secrets: SecretReader) -> RotationContext:
-    return RotationContext(
-        vault="kv-test",
-        secret_name="app-redis",
-        rotation_id=uuid.uuid4().hex,
-        now=datetime.now(UTC),
-        current=version_of("app-redis", current, "v-current") if current is not None else None,
-        options=dict(options),
-        secrets=secrets,
-    )
+    return _make_ctx("app-redis", current, options, secrets)
 
 
 def admin_url(rs: RedisServer, password: str | None = None) -> str:
