@@ -218,7 +218,9 @@ async def test_a_body_of_exactly_4_kb_is_still_accepted(emulator: KeyVaultEmulat
     assert resp.status_code == 200 and read(resp)["status"] == "planned"
 
 
-@pytest.mark.parametrize("name", ["bad_name", "a" * 128, "", "dots.are.not.allowed", "new\nline"])
+@pytest.mark.parametrize("name", ["bad_name", "a" * 128, "", "dots.are.not.allowed", "new\nline", "../admin",
+                                  "..%2Fadmin", "jwt-signing-k\u0435y", "sécret", "jwt-signing-key\x00", "a/b",
+                                  "name with space"])
 async def test_secret_names_outside_key_vaults_alphabet_are_refused_with_400(emulator: KeyVaultEmulator,
                                                                              container: Container, name: str) -> None:
     resp = await handle_rotate(rotate(name), container)
