@@ -219,7 +219,9 @@ class RotationEngine:
             return not needed and not self._has_work(fresh_policy, latest)
 
         try:
-            async with self._locker.hold(f"{req.vault}/{req.secret_name}", done_meanwhile) as lease:
+            # Key Vault names are case-insensitive: one lease per secret, however a caller spells it.
+            lease_key = f"{req.vault}/{req.secret_name}".lower()
+            async with self._locker.hold(lease_key, done_meanwhile) as lease:
                 return await self._run_locked(store, req, lease)
         except LeaseNotNeeded:
             _, why = self._decide(req, self._policy(req.secret_name, latest), latest)
