@@ -116,6 +116,26 @@ def make_cell(kind: str, emu: KeyVaultEmulator, pg: PostgresServer, redis_server
     return Cell("redis-password", lambda v: redis_can_auth(redis_server, v), one_password)
 
 
+OTHER_FAILURES = [
+    ("Key Vault answers 429 with Retry-After", "retried by the SDK honouring Retry-After; the rotation completes",
+     "test_vertical_slice.py::test_vault_throttling_is_retried_honouring_retry_after"),
+    ("Key Vault answers 503 past the retries", "VaultUnavailable raised, Event Grid redelivers, then converges",
+     "test_vertical_slice.py::test_vault_failing_beyond_retries_raises_so_event_grid_redelivers"),
+    ("PostgreSQL down", "DownstreamError, nothing committed, the served value still works; redelivery converges",
+     "test_reliability.py::test_postgres_down_fails_the_delivery_without_touching_the_vault_and_redelivery_converges"),
+    ("Redis down", "DownstreamError, nothing committed, the served value still works; redelivery converges",
+     "test_reliability.py::test_redis_down_fails_the_delivery_without_touching_the_vault_and_redelivery_converges"),
+    ("Blob lease lost mid-rotation", "LeaseLost before the commit, nothing written; redelivery converges",
+     "test_reliability.py::test_lease_lost_mid_rotation_writes_nothing_and_redelivery_converges"),
+    ("Consumer down", "rotation committed, old credential kept until it acknowledges or the grace period ends",
+     "test_consumer_e2e.py::test_without_the_ping_the_consumer_keeps_the_old_value_and_the_old_credential_is_not_retired"),
+    ("Consumer slow past its timeout", "retried up to the attempt limit, reported, other consumers unaffected",
+     "test_notifiers.py::test_slow_consumer_times_out_after_every_attempt_while_others_succeed"),
+    ("20 concurrent deliveries, 50 trials", "exactly one new version in every trial",
+     "test_reliability.py::test_twenty_concurrent_deliveries_make_exactly_one_version_in_each_of_fifty_trials"),
+]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def write_table() -> Iterator[None]:
     yield
@@ -131,7 +151,9 @@ def write_table() -> Iterator[None]:
         lines.append(f"| {kind} | " + " | ".join(RESULTS.get((kind, s.value), "not run") for s in STEPS) + " |")
     lines += ["", "`pass*`: PostgreSQL `single` has one password per role, so consumers are refused between the",
               "password change and the vault write until the redelivery rolls forward (documented; use",
-              "`alternating` for zero downtime)."]
+              "`alternating` for zero downtime).", "", "## Other failures, each a test in `make test`", "",
+              "| failure | expected behaviour | test |", "|---|---|---|",
+              *(f"| {a} | {b} | `{c}` |" for a, b, c in OTHER_FAILURES)]
     Path(out).write_text("\n".join(lines) + "\n")
 
 
