@@ -141,6 +141,8 @@ class Outcome:
             "steps": self.steps,
             "consumers": self.consumers,
         }
+        if self.durations_ms:
+            data["durationsMs"] = self.durations_ms
         if self.plan is not None:
             data["plan"] = self.plan
         return data
@@ -382,6 +384,8 @@ class RotationEngine:
                                      reader=ctx.secrets)
         outcome.status = "rotated"
         outcome.reason = f"rotated ({outcome.reason})"
+        outcome.durations_ms = timings
+        log.info("rotation finished", extra={**extra, "state": outcome.state, "durations_ms": timings})
         outcome.steps = [Step.CREATE, Step.APPLY, Step.VERIFY, Step.COMMIT, *outcome.steps]
         return outcome
 

@@ -10,7 +10,7 @@ same downstream state whatever an earlier, abandoned attempt left behind, and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -36,7 +36,6 @@ class RotationContext:
     current: SecretVersion | None
     options: Mapping[str, str]
     secrets: SecretReader
-    settings_view: Mapping[str, object] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -53,4 +52,9 @@ class Rotator(Protocol):
         """Prove the new value works; raise VerificationFailed if not."""
 
     async def retire(self, ctx: RotationContext, previous: SecretVersion | None) -> RetireResult:
-        """Invalidate the previous credential once consumers moved on. ``ctx.current`` is the new version."""
+        """Invalidate the previous credential once consumers moved on. ``ctx.current`` is the new version.
+
+        A rotator whose old credential must outlive acknowledgements (tokens
+        signed with an old JWT key) may also define
+        ``retire_overlap(options) -> timedelta``; the engine never retires
+        earlier than that after the commit."""
