@@ -35,8 +35,10 @@ from shared.errors import (
     PolicyError,
     RotationError,
     SecretNotFound,
+    Superseded,
+    VerificationFailed,
 )
-from shared.model import SecretVersion
+from shared.model import NewSecret, SecretVersion
 from shared.policy import Policy, carried_tags, resolve_policy
 from shared.ports import (
     Consumer,
@@ -48,7 +50,7 @@ from shared.ports import (
     SecretReader,
     SecretStore,
 )
-from shared.rotators.base import RotationContext, Rotator
+from shared.rotators.base import LivenessRotator, RotationContext, Rotator, SingleCredentialRotator
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ TAG_VALUE_MAX = 256
 
 class Step(StrEnum):
     CREATE = "create"
+    INTENT = "intent"  # single-credential rotators only: the intent is durable in the vault
     APPLY = "apply"
     VERIFY = "verify"
     COMMIT = "commit"
@@ -93,6 +96,23 @@ class Tag:
     REPLACES = "rotated-replaces"
     REASON = "rotated-reason"
     CALLER = "rotated-caller"
+    REPAIRED = "rotated-repaired"  # when the served value was last made valid again by a liveness repair
+    INTENT_FOR = "rotated-intent-for"  # on an intent record: the secret it belongs to
+
+
+INTENT_SUFFIX = "-rotation-intent"
+KV_NAME_MAX = 127
+
+
+def intent_secret_name(name: str) -> str:
+    """Name of the companion secret holding a single-credential rotation's intent."""
+    base = name.lower()
+    if len(base) + len(INTENT_SUFFIX) > KV_NAME_MAX:
+        import hashlib
+
+        digest = hashlib.sha256(base.encode()).hexdigest()[:16]
+        base = f"{base[: KV_NAME_MAX - len(INTENT_SUFFIX) - 17]}-{digest}"
+    return base + INTENT_SUFFIX
 
 
 ESSENTIAL_RECORD_TAGS = 6  # ID, BY, AT, FROM, TRIGGER, STATE
@@ -113,7 +133,7 @@ class RotationRequest:
 
 @dataclass
 class Outcome:
-    status: str  # rotated | skipped | planned | completed
+    status: str  # rotated | skipped | planned | completed | repaired
     reason: str
     vault: str
     secret_name: str
@@ -126,6 +146,7 @@ class Outcome:
     consumers: list[dict[str, Any]] = field(default_factory=list)
     plan: dict[str, Any] | None = None
     durations_ms: dict[str, float] = field(default_factory=dict)
+    liveness: str | None = None  # ok | repaired | unknown: did the served value work downstream
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -143,6 +164,8 @@ class Outcome:
         }
         if self.durations_ms:
             data["durationsMs"] = self.durations_ms
+        if self.liveness is not None:
+            data["liveness"] = self.liveness
         if self.plan is not None:
             data["plan"] = self.plan
         return data
@@ -200,7 +223,10 @@ class RotationEngine:
     # ----------------------------------------------------------------- public
 
     async def run(self, req: RotationRequest) -> Outcome:
-        """Handle one request: rotate if due, resume an unfinished rotation, or skip."""
+        """Handle one request: rotate if due, resume an unfinished rotation, or skip.
+
+        When nothing is due, the value the vault serves is checked downstream
+        (rotators with a liveness check) and repaired under the lease if refused."""
         store = self._stores(req.vault)
         current = await store.get(req.secret_name)
         policy = self._policy(req.secret_name, current)
@@ -208,8 +234,12 @@ class RotationEngine:
         if req.dry_run:
             return self._plan(req, policy, current, rotate, why)
         if not rotate and not self._has_work(policy, current):
-            log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
-            return self._skipped(req, current, why)
+            live = await self._check_served(req, policy, current)
+            if live is not False:
+                log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
+                skipped = self._skipped(req, current, why)
+                skipped.liveness = None if live is None else ("ok" if live else "unknown")
+                return skipped
         latest = current
 
         async def done_meanwhile() -> bool:
@@ -233,6 +263,9 @@ class RotationEngine:
     async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease) -> Outcome:
         current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
         policy = self._policy(req.secret_name, current)
+        recovered = await self._recover_intent(store, req, policy, current, lease)
+        if recovered is not None:
+            return recovered
         resumed: Outcome | None = None
         if self._has_work(policy, current):
             resumed = await self._finish(store, req, policy, current, lease, previous=None)
@@ -242,7 +275,12 @@ class RotationEngine:
             if resumed is not None:
                 resumed.reason = f"{resumed.reason}; {why}"
                 return resumed
-            return self._skipped(req, current, why)
+            repaired = await self._repair_locked(store, req, policy, current, lease)
+            if repaired is not None:
+                return repaired
+            skipped = self._skipped(req, current, why)
+            skipped.liveness = "ok" if self._checks_liveness(policy) else None
+            return skipped
         return await self._rotate(store, req, policy, current, lease)
 
     async def complete_pending(self, vault: str, secret_name: str, trigger: Trigger = Trigger.SWEEP) -> Outcome:
@@ -318,6 +356,34 @@ class RotationEngine:
         if self._after_step is not None:
             await self._after_step(step, req)
 
+    async def _fence(self, store: SecretStore, req: RotationRequest, lease: Lease, expected: str) -> None:
+        """Right before a side effect: the lease is still ours and the vault still serves ``expected``.
+
+        A worker that paused (GC, VM freeze, SIGSTOP) past its lease, while another one
+        finished, fails here and changes nothing."""
+        await lease.ensure()
+        latest = await store.get(req.secret_name)
+        if latest.properties.version != expected:
+            raise Superseded(
+                f"secret {req.secret_name}: the vault now serves version {latest.properties.version}, "
+                f"not {expected}; this worker stops"
+            )
+
+    def _context(self, req: RotationRequest, policy: Policy, current: SecretVersion | None, rotation_id: str,
+                 now: datetime, reader: SecretReader) -> RotationContext:
+        return RotationContext(
+            vault=req.vault,
+            secret_name=req.secret_name,
+            rotation_id=rotation_id,
+            now=now,
+            current=current,
+            options=dict(policy.options),
+            secrets=reader,
+        )
+
+    def _single_credential(self, rotator: Rotator, policy: Policy) -> bool:
+        return isinstance(rotator, SingleCredentialRotator) and rotator.single_credential(policy.options)
+
     async def _rotate(
         self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease
     ) -> Outcome:
@@ -326,34 +392,55 @@ class RotationEngine:
         rotator = self._rotators[kind]
         rotation_id = uuid.uuid4().hex
         now = self._clock()
-        expires_on = policy.new_expiry(now) if policy.validity_days else None
-        ctx = RotationContext(
-            vault=req.vault,
-            secret_name=req.secret_name,
-            rotation_id=rotation_id,
-            now=now,
-            current=current,
-            options=dict(policy.options),
-            secrets=_RunReader(store),
-        )
+        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store))
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
         log.info("rotation started", extra=extra)
+        single = self._single_credential(rotator, policy)
 
         t = time.perf_counter()
         new = await rotator.create(ctx)
         await self._step(Step.CREATE, req, timings, t)
+        if single:
+            # No overlap: once applied, only the new value works. Record it in the vault first, so
+            # whoever runs next finishes the commit with the value that is live instead of re-passwording.
+            t = time.perf_counter()
+            await self._fence(store, req, lease, current.properties.version)
+            await self._write_intent(store, req, kind, current, new, rotation_id, now)
+            await self._step(Step.INTENT, req, timings, t)
         t = time.perf_counter()
+        await self._fence(store, req, lease, current.properties.version)
         await rotator.apply(ctx, new)
         await self._step(Step.APPLY, req, timings, t)
         t = time.perf_counter()
         await rotator.verify(ctx, new)
         await self._step(Step.VERIFY, req, timings, t)
+        return await self._commit(store, req, policy, current, lease, ctx, new, kind=kind, trigger=str(req.trigger),
+                                  timings=timings, single=single)
 
-        # A round trip right before the write: a lease broken or taken over at any earlier moment is
-        # caught here, so a worker that lost exclusivity never commits.
-        await lease.ensure()
+    async def _commit(
+        self,
+        store: SecretStore,
+        req: RotationRequest,
+        policy: Policy,
+        current: SecretVersion,
+        lease: Lease,
+        ctx: RotationContext,
+        new: NewSecret,
+        *,
+        kind: str,
+        trigger: str,
+        timings: dict[str, float],
+        single: bool,
+    ) -> Outcome:
+        """Write the verified value as the new version, confirm it is the one served, then notify/retire."""
+        rotation_id, now = ctx.rotation_id, ctx.now
+        extra = self._log_extra(req, rotation_id)
+        expires_on = policy.new_expiry(now) if policy.validity_days else None
         t = time.perf_counter()
+        # Fencing right before the write: a lease lost or a version committed by someone else at any
+        # earlier moment is caught here, so a worker that lost exclusivity never commits.
+        await self._fence(store, req, lease, current.properties.version)
         tags = carried_tags(current.properties.tags)
         tags.update(
             {
@@ -361,7 +448,7 @@ class RotationEngine:
                 Tag.BY: kind,
                 Tag.AT: now.isoformat(timespec="seconds"),
                 Tag.FROM: current.properties.version,
-                Tag.TRIGGER: str(req.trigger),
+                Tag.TRIGGER: trigger,
                 Tag.STATE: State.COMMITTED,
             }
         )
@@ -379,6 +466,18 @@ class RotationEngine:
         committed = SecretVersion(properties=props, value=new.value)
         await self._step(Step.COMMIT, req, timings, t)
         log.info("rotation committed", extra={**extra, "version": props.version})
+        if single:
+            await self._clear_intent(store, req)
+
+        served = await store.get(req.secret_name)
+        if served.properties.version != props.version:
+            # Another writer committed between our fence and our write: reconcile on what is served.
+            log.warning("another version was committed concurrently; reconciling on the served one",
+                        extra={**extra, "version": props.version, "served_version": served.properties.version})
+            repaired = await self._repair_locked(store, req, policy, served, lease)
+            if repaired is not None:
+                return repaired
+            return self._skipped(req, served, "superseded by a concurrent rotation; the served value works")
 
         outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
                                      reader=ctx.secrets)
@@ -386,7 +485,151 @@ class RotationEngine:
         outcome.reason = f"rotated ({outcome.reason})"
         outcome.durations_ms = timings
         log.info("rotation finished", extra={**extra, "state": outcome.state, "durations_ms": timings})
-        outcome.steps = [Step.CREATE, Step.APPLY, Step.VERIFY, Step.COMMIT, *outcome.steps]
+        steps = [Step.CREATE, Step.INTENT] if single else [Step.CREATE]
+        outcome.steps = [*steps, Step.APPLY, Step.VERIFY, Step.COMMIT, *outcome.steps]
+        return outcome
+
+    # ------------------------------------------------- durable intent (no overlap)
+
+    async def _write_intent(self, store: SecretStore, req: RotationRequest, kind: str, current: SecretVersion,
+                            new: NewSecret, rotation_id: str, now: datetime) -> None:
+        await store.set(
+            intent_secret_name(req.secret_name),
+            new.value,
+            content_type=new.content_type,
+            tags={
+                Tag.INTENT_FOR: req.secret_name.lower(),
+                Tag.ID: rotation_id,
+                Tag.BY: kind,
+                Tag.AT: now.isoformat(timespec="seconds"),
+                Tag.FROM: current.properties.version,
+                Tag.TRIGGER: str(req.trigger),
+            },
+            not_before=None,
+            expires_on=None,
+        )
+
+    async def _read_intent(self, store: SecretStore, req: RotationRequest) -> SecretVersion | None:
+        try:
+            intent = await store.get(intent_secret_name(req.secret_name))
+        except SecretNotFound:  # never written, or disabled once committed
+            return None
+        if intent.properties.tags.get(Tag.INTENT_FOR) != req.secret_name.lower():
+            return None
+        return intent
+
+    async def _clear_intent(self, store: SecretStore, req: RotationRequest) -> None:
+        intent = await self._read_intent(store, req)
+        if intent is not None:
+            await store.update_properties(intent.name, intent.properties.version, enabled=False)
+
+    async def _recover_intent(
+        self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease
+    ) -> Outcome | None:
+        """Finish a single-credential rotation whose worker died between its intent and its commit.
+
+        If the intended value is live downstream, commit it (no second password change). If it is not
+        and the served one still works, the worker died before ``apply``: drop the intent. If neither
+        works, apply the intended value (what the dead worker was doing) and commit it."""
+        kind = self._kind(policy)
+        rotator = self._rotators.get(kind or "")
+        if kind is None or rotator is None or policy.manual or not self._single_credential(rotator, policy):
+            return None
+        intent = await self._read_intent(store, req)
+        if intent is None:
+            return None
+        tags = intent.properties.tags
+        if tags.get(Tag.FROM) != current.properties.version:
+            await self._fence(store, req, lease, current.properties.version)
+            await store.update_properties(intent.name, intent.properties.version, enabled=False)  # stale
+            return None
+        if not isinstance(rotator, LivenessRotator):
+            return None
+        rotation_id = tags.get(Tag.ID) or uuid.uuid4().hex
+        now = parse_time(tags.get(Tag.AT)) or self._clock()
+        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store))
+        new = NewSecret(value=intent.value, content_type=intent.properties.content_type or "text/plain")
+        extra = self._log_extra(req, rotation_id)
+        timings: dict[str, float] = {}
+        if not await rotator.check(ctx, intent.value):
+            if await rotator.check(ctx, current.value):
+                log.info("abandoned rotation intent dropped: its value was never applied", extra=extra)
+                await self._fence(store, req, lease, current.properties.version)
+                await store.update_properties(intent.name, intent.properties.version, enabled=False)
+                return None
+            log.warning("neither the served nor the intended value works; applying the intended one", extra=extra)
+            await self._fence(store, req, lease, current.properties.version)
+            await rotator.apply(ctx, new)
+        await rotator.verify(ctx, new)
+        log.warning("completing a rotation whose worker stopped after apply, with the value already live",
+                    extra=extra)
+        outcome = await self._commit(store, req, policy, current, lease, ctx, new, kind=kind,
+                                     trigger=tags.get(Tag.TRIGGER, str(req.trigger)), timings=timings, single=True)
+        outcome.reason = f"{outcome.reason}; completed an interrupted rotation from its durable intent"
+        return outcome
+
+    # ------------------------------------------------- liveness: check and repair
+
+    def _checks_liveness(self, policy: Policy) -> bool:
+        if policy.manual:
+            return False
+        return isinstance(self._rotators.get(policy.kind), LivenessRotator)
+
+    def checks_liveness(self, kind: str) -> bool:
+        """Whether secrets of this rotator kind get their served value checked downstream."""
+        return isinstance(self._rotators.get(kind), LivenessRotator)
+
+    async def _check_served(self, req: RotationRequest, policy: Policy, current: SecretVersion) -> bool | None:
+        """Outside the lease: does the served value work? None when the rotator cannot tell.
+
+        A downstream that cannot answer (or a policy the rotator refuses) is logged, not raised: a
+        duplicate delivery must still be acknowledged."""
+        if not self._checks_liveness(policy):
+            return None
+        rotator = self._rotators[policy.kind]
+        assert isinstance(rotator, LivenessRotator)
+        store = self._stores(req.vault)
+        ctx = self._context(req, policy, current, "liveness", self._clock(), _RunReader(store))
+        try:
+            return await rotator.check(ctx, current.value)
+        except RotationError as exc:
+            log.warning("liveness check could not run: %s", exc.message,
+                        extra=self._log_extra(req, None, error_code=exc.code))
+            return True  # unknown: nothing to repair on this evidence
+
+    async def _repair_locked(
+        self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease
+    ) -> Outcome | None:
+        """Under the lease: if the served value is refused downstream, make it valid again and say so loudly.
+
+        Returns None when the value works (or the rotator has no liveness check)."""
+        if not self._checks_liveness(policy):
+            return None
+        rotator = self._rotators[policy.kind]
+        assert isinstance(rotator, LivenessRotator)
+        ctx = self._context(req, policy, current, current.properties.tags.get(Tag.ID, "repair"), self._clock(),
+                            _RunReader(store))
+        if await rotator.check(ctx, current.value):
+            return None
+        extra = self._log_extra(req, ctx.rotation_id, version=current.properties.version)
+        log.warning("the value the vault serves is refused downstream; repairing it", extra=extra)
+        await self._fence(store, req, lease, current.properties.version)
+        detail = await rotator.repair(ctx, current.value)
+        if not await rotator.check(ctx, current.value):
+            raise VerificationFailed(f"repair of {req.secret_name} did not make the served value work")
+        tags = dict(current.properties.tags)
+        if Tag.REPAIRED in tags or len(tags) < MAX_TAGS:
+            tags[Tag.REPAIRED] = self._clock().isoformat(timespec="seconds")
+            await store.update_properties(req.secret_name, current.properties.version, tags=tags)
+        result = await self._notify(req, policy, current, None, tags, trigger="repair")
+        consumers_report = [
+            {"consumer": c.consumer, "ok": c.ok, "status": c.status, "attempts": c.attempts, "error": c.error}
+            for c in result.consumers
+        ]
+        log.warning("served value repaired: %s", detail, extra={**extra, "consumers": len(consumers_report)})
+        outcome = self._outcome("repaired", f"the served value was refused downstream; {detail}", req, current,
+                                None, tags, [], consumers_report)
+        outcome.liveness = "repaired"
         return outcome
 
     # ------------------------------------------------- post-commit: notify, retire
@@ -417,6 +660,7 @@ class RotationEngine:
                 previous = None  # already disabled or deleted: nothing left to read
 
         if tags.get(Tag.STATE) == State.RETIRED and tags.get(Tag.REPLACES):
+            await self._fence(store, req, lease, version.properties.version)
             await store.update_properties(name, tags[Tag.REPLACES], enabled=False)
             tags.pop(Tag.REPLACES)
             await store.update_properties(name, version.properties.version, tags=tags)
@@ -426,6 +670,7 @@ class RotationEngine:
             tags.get(Tag.STATE) == State.NOTIFIED and tags.get(Tag.PENDING)
         ):
             t = time.perf_counter()
+            await self._fence(store, req, lease, version.properties.version)
             result = await self._notify(req, policy, version, previous, tags)
             consumers_report = [
                 {"consumer": c.consumer, "ok": c.ok, "status": c.status, "attempts": c.attempts, "error": c.error}
@@ -451,15 +696,15 @@ class RotationEngine:
             if not ready:
                 return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
             t = time.perf_counter()
-            ctx = RotationContext(
-                vault=req.vault,
-                secret_name=name,
-                rotation_id=rotation_id or "",
-                now=self._clock(),
-                current=version,
-                options=dict(policy.options),
-                secrets=reader or _RunReader(store),
-            )
+            ctx = self._context(req, policy, version, rotation_id or "", self._clock(), reader or _RunReader(store))
+            await self._fence(store, req, lease, version.properties.version)
+            if isinstance(rotator, LivenessRotator) and not await rotator.check(ctx, version.value):
+                # Never retire the last working credential: the value being kept must work first.
+                repaired = await self._repair_locked(store, req, policy, version, lease)
+                if repaired is not None:
+                    repaired.reason += "; retirement postponed to the next invocation"
+                    return repaired
+            await self._fence(store, req, lease, version.properties.version)
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
                 return self._outcome("completed", f"retirement not done: {result_r.detail}", req, version,
@@ -520,6 +765,7 @@ class RotationEngine:
         version: SecretVersion,
         previous: SecretVersion | None,
         tags: Mapping[str, str],
+        trigger: str | None = None,
     ) -> NotifyResult:
         consumers = list(self._consumers_for(req.secret_name, policy.consumers_tag))
         pending = tags.get(Tag.PENDING)
@@ -537,7 +783,7 @@ class RotationEngine:
             rotation_id=tags.get(Tag.ID, ""),
             rotated_at=parse_time(tags.get(Tag.AT)) or self._clock(),
             expires_on=version.properties.expires_on,
-            trigger=tags.get(Tag.TRIGGER, str(req.trigger)),
+            trigger=trigger or tags.get(Tag.TRIGGER, str(req.trigger)),
         )
         try:
             return await self._notifier.notify(notice, consumers)

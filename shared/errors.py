@@ -22,6 +22,7 @@ while the message itself never carries secret material.
         ├── RotationInProgress         another worker holds the lease          -> 409
         │   └── LeaseNotNeeded         while waiting, the holder did the work (handled by the engine)
         ├── LeaseLost                  our lease expired mid-rotation
+        │   └── Superseded             fencing: the vault moved to another version under us
         ├── VaultUnavailable           Key Vault throttled, failed or unreachable -> 503
         ├── DownstreamError            PostgreSQL/Redis/consumer failed        -> 502
         └── VerificationFailed         the new value did not work; nothing committed -> 502
@@ -121,3 +122,11 @@ class DownstreamError(TransientError):
 class VerificationFailed(TransientError):
     http_status = 502
     code = "VerificationFailed"
+
+
+class Superseded(LeaseLost):
+    """Fencing: the vault serves another version than the one this worker started from.
+
+    Raised right before a side effect, so a worker that lost the race changes nothing."""
+
+    code = "Superseded"

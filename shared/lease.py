@@ -3,8 +3,13 @@
 Event Grid delivers at least once and may deliver the same event to several
 workers at the same moment; the HTTP route and the sweep can race it too. A
 lease on one blob per secret makes exactly one of them rotate. Leases are
-finite (60 s) and renewed in the background, so a crashed worker's lease
-lapses by itself and the next delivery proceeds: no manual unlock, ever.
+finite (15 s, the shortest Azure allows) and renewed every 5 s in the
+background, so a killed or frozen worker's lease lapses within 15 s and the
+next delivery proceeds: no manual unlock, ever. A frozen worker that wakes up
+after that does not know it lost the lease; the engine therefore fences every
+side effect (``BlobLease.ensure`` plus a fresh read of the served version).
+Renewing a lapsed lease fails once another worker acquired the blob, which is
+what makes the fence work.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60
-RENEW_EVERY_SECONDS = 15.0
+LEASE_SECONDS = 15  # the shortest blob lease: a dead worker blocks others for seconds
+RENEW_EVERY_SECONDS = 5.0
 
 
 class BlobLease:

@@ -58,3 +58,35 @@ class Rotator(Protocol):
         signed with an old JWT key) may also define
         ``retire_overlap(options) -> timedelta``; the engine never retires
         earlier than that after the commit."""
+
+
+@runtime_checkable
+class LivenessRotator(Protocol):
+    """Optional capability of a rotator with a downstream system (PostgreSQL, Redis).
+
+    The engine uses it, when a rotator has it, to prove that the value the vault
+    serves actually works (after a race, a password changed by hand, a restored
+    database) and to make it work again with the declared admin credential.
+    """
+
+    async def check(self, ctx: RotationContext, value: str) -> bool:
+        """True when ``value`` authenticates downstream (login / AUTH, nothing written).
+
+        False when it is refused; raises DownstreamError when the downstream
+        system cannot answer (unreachable), since that proves nothing either way."""
+
+    async def repair(self, ctx: RotationContext, value: str) -> str:
+        """Make ``value`` valid downstream again with the admin credential; say what was done.
+
+        Must not invalidate any other credential consumers may be using."""
+
+
+@runtime_checkable
+class SingleCredentialRotator(Protocol):
+    """Optional capability: whether ``apply`` invalidates the current value at once.
+
+    Such a rotation has no overlap, so the engine records its intent durably
+    in the vault before ``apply`` (see ``shared.engine``)."""
+
+    def single_credential(self, options: Mapping[str, str]) -> bool:
+        """True when applying a new value makes the current one stop working."""

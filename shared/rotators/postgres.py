@@ -591,3 +591,80 @@ class PostgresRotator:
             await conn.close()
         logger.info("postgres retire %s: password of role %s removed", ctx.rotation_id, old_role)
         return RetireResult(done=True, detail=f"password of role {old_role} removed")
+
+    # -- liveness (optional capabilities used by the engine) -------------------
+
+    def single_credential(self, options: Mapping[str, str]) -> bool:
+        """``single`` replaces the only password: the current value stops working in ``apply``."""
+        return PostgresOptions.from_mapping(options).strategy == "single"
+
+    def _live_role(self, opts: PostgresOptions, parsed: ConnInfo) -> str:
+        """The role a served value logs in as, checked against the policy, never taken on trust."""
+        role = parsed.user
+        if role is None or parsed.password is None:
+            raise ConfigurationError("the served secret value has no user or no password")
+        _role(role, "user of the served secret")
+        if opts.strategy == "alternating" and role not in opts.roles:
+            raise ConfigurationError("the served secret's user is not one of the roles in option roles")
+        if opts.strategy == "single" and opts.roles and role != opts.roles[0]:
+            raise ConfigurationError("the served secret's user differs from option roles")
+        return role
+
+    async def check(self, ctx: RotationContext, value: str) -> bool:
+        """Log in with ``value`` (nothing written). A refusal is told apart from an outage by the admin login."""
+        opts = PostgresOptions.from_mapping(ctx.options)
+        parsed = ConnInfo.parse(value, "the served secret value")
+        role = self._live_role(opts, parsed)
+        refused: str | None = None
+        try:
+            conn = await psycopg.AsyncConnection.connect(value, autocommit=True, connect_timeout=opts.connect_timeout)
+        except psycopg.Error as exc:
+            refused = _describe(exc)
+        else:
+            try:
+                cur = await conn.execute("SELECT session_user::text")
+                row = await cur.fetchone()
+            except psycopg.Error as exc:
+                raise DownstreamError(f"check: probe failed as role {role} ({_describe(exc)})") from exc
+            finally:
+                await conn.close()
+            return row is not None and row[0] == role
+        # Refused, or PostgreSQL is down? Only a working admin login makes it a refusal.
+        admin = await self._connect_admin(ctx, opts, f"check of role {role}")
+        await admin.close()
+        logger.info("postgres check %s: role %s refused the served value (%s)", ctx.rotation_id, role, refused)
+        return False
+
+    async def repair(self, ctx: RotationContext, value: str) -> str:
+        """Give the role of the served value that value's password again (and, for alternating,
+        its membership and session role). Other roles are not touched."""
+        opts = PostgresOptions.from_mapping(ctx.options)
+        parsed = ConnInfo.parse(value, "the served secret value")
+        role = self._live_role(opts, parsed)
+        password = parsed.password
+        assert password is not None
+        admin_info = await self._admin_conninfo(ctx, opts)
+        if admin_info.user == role:
+            raise ConfigurationError(f"refusing to repair role {role}: it is the admin secret's own role")
+        conn = await self._connect_admin(ctx, opts, f"repair of role {role}")
+        try:
+            cur = await conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [role])
+            row = await cur.fetchone()
+            if row is None:
+                raise ConfigurationError(f"repair: role {role} does not exist in PostgreSQL")
+            if row[0]:
+                raise ConfigurationError(f"refusing to repair role {role}: it is a superuser")
+            verifier = self._verifier(conn, role, password)
+            async with conn.transaction():
+                if opts.strategy == "alternating":
+                    await self._assert_alternating(conn, opts, role, verifier)
+                else:
+                    await conn.execute(
+                        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+                    )
+        except psycopg.Error as exc:
+            raise DownstreamError(f"repair: setting the password of role {role} failed ({_describe(exc)})") from exc
+        finally:
+            await conn.close()
+        logger.warning("postgres repair %s: password of role %s set back to the served value", ctx.rotation_id, role)
+        return f"password of role {role} set back to the value the vault serves"

@@ -527,3 +527,53 @@ class RedisRotator:
             detail += "; persisted: " + ", ".join(f"{n}={o}" for n, o in persisted.items())
         logger.info("redis retire %s: %s", ctx.rotation_id, detail)
         return RetireResult(done=True, detail=detail)
+
+    # -- liveness (optional capability used by the engine) ---------------------
+
+    async def check(self, ctx: RotationContext, value: str) -> bool:
+        """AUTH with ``value`` on every node (PING, nothing written); False if any node refuses it."""
+        opts = RedisOptions.from_mapping(ctx.options)
+        cred = self._credential(value, "the served secret value", opts)
+        if cred.password is None:
+            raise ConfigurationError("the served secret value has no password")
+        admin = await self._admin(ctx, opts)
+        ssl = cred.scheme == "rediss" if cred.scheme is not None else admin.ssl
+        try:
+            await self._check_auth(self._nodes(opts, admin), opts, ssl=ssl, user=cred.user, password=cred.password,
+                                   which="served")
+        except VerificationFailed as exc:
+            if isinstance(exc.__cause__, AuthenticationError):
+                return False
+            raise DownstreamError(f"check: {exc.message}") from exc
+        return True
+
+    async def repair(self, ctx: RotationContext, value: str) -> str:
+        """Add the served password back to the user on every node that lacks it; nothing is removed."""
+        opts = RedisOptions.from_mapping(ctx.options)
+        cred = self._credential(value, "the served secret value", opts)
+        if cred.password is None:
+            raise ConfigurationError("the served secret value has no password")
+        admin = await self._admin(ctx, opts)
+        if admin.user is not None and admin.user == cred.user:
+            raise ConfigurationError(f"refusing to repair user {cred.user}: it is the admin secret's own user")
+        wanted = password_hash(cred.password)
+        nodes = self._nodes(opts, admin)
+        repaired: list[str] = []
+        for node in nodes:
+            name = _node_name(node)
+
+            async def work(client: aioredis.Redis, name: str = name) -> bool:
+                hashes = await _password_hashes(client, cred.user)
+                if hashes is None:
+                    raise ConfigurationError(f"repair: redis user {cred.user} does not exist on node {name}")
+                if wanted in hashes:
+                    return False
+                await _acl_setuser(client, cred.user, ["#" + wanted])
+                await self._persist(client, opts.persist, name)
+                return True
+
+            if await self._admin_call(node, admin, opts, f"repair of user {cred.user}", work):
+                repaired.append(name)
+        logger.warning("redis repair %s: user %s given the served password again on %s", ctx.rotation_id, cred.user,
+                       ", ".join(repaired) or "no node")
+        return f"served password of user {cred.user} restored on {len(repaired)}/{len(nodes)} node(s)"
