@@ -226,6 +226,8 @@ class SweepSummary:
     pending: int = 0
     rotated: int = 0
     completed: int = 0
+    checked: int = 0  # not due and nothing pending: served value checked downstream
+    repaired: int = 0
     skipped: int = 0
     failed: int = 0
     errors: list[dict[str, str | None]] = field(default_factory=list)
@@ -241,6 +243,10 @@ class SweepSummary:
             self.rotated += 1
         elif outcome.status == "completed":
             self.completed += 1
+        elif outcome.status == "repaired":
+            self.repaired += 1
+        elif outcome.liveness == "ok":
+            pass  # a liveness check that found the served value working: counted in ``checked``
         else:
             self.skipped += 1
 
@@ -253,6 +259,8 @@ class SweepSummary:
             "pending": self.pending,
             "rotated": self.rotated,
             "completed": self.completed,
+            "checked": self.checked,
+            "repaired": self.repaired,
             "skipped": self.skipped,
             "failed": self.failed,
             "seconds": self.seconds,
@@ -263,7 +271,8 @@ class SweepSummary:
         text = (
             f"sweep of {','.join(self.vaults) or 'no vault'}: scanned={self.scanned} managed={self.managed} "
             f"due={self.due} pending={self.pending} rotated={self.rotated} completed={self.completed} "
-            f"skipped={self.skipped} failed={self.failed} in {self.seconds:.1f}s"
+            f"checked={self.checked} repaired={self.repaired} skipped={self.skipped} failed={self.failed} "
+            f"in {self.seconds:.1f}s"
         )
         if self.errors:
             text += "; errors: " + "; ".join(
@@ -273,7 +282,8 @@ class SweepSummary:
 
 
 async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSummary:
-    """Rotate what is due and finish what is unfinished, in every allowed vault.
+    """Rotate what is due, finish what is unfinished, and prove that the value served for every
+    secret with a downstream (PostgreSQL, Redis) still works there, repairing it if not.
 
     Only a cheap first filter happens here, on listed properties; the engine
     re-reads and decides under its lease, so racing an event delivery or an
@@ -328,6 +338,8 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
                 summary.due += 1
             elif pending_state(props.tags) is not None:
                 summary.pending += 1
+            elif deps.engine.checks_liveness(policy.kind):
+                summary.checked += 1  # the engine proves the served value works, and repairs it if not
             else:
                 continue
             await limit.acquire()
@@ -345,6 +357,6 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
                 summary.fail(vault, None, "InternalError", "unexpected error; see the function log")
 
     summary.seconds = round(time.perf_counter() - started, 3)
-    level = logging.WARNING if summary.failed else logging.INFO
+    level = logging.WARNING if summary.failed or summary.repaired else logging.INFO
     log.log(level, summary.line(), extra={"sweep": {k: v for k, v in summary.to_dict().items() if k != "errors"}})
     return summary
