@@ -38,6 +38,6 @@ emulator: bootstrap
 clean:
 	rm -rf .venv .venv-checkov .tools .pytest_cache .mypy_cache .ruff_cache .emulator
 
-## Regenerate docs/fault-matrix.md from the fault-matrix suite.
+## Regenerate docs/fault-matrix.md: every rotator x a real SIGKILL / SIGSTOP past the lease after every step (~5 min).
 fault-matrix: bootstrap
-	FAULT_MATRIX_OUT=docs/fault-matrix.md $(PY) -m pytest tests/integration/test_fault_matrix.py -q
+	FAULT_MATRIX_OUT=docs/fault-matrix.md $(PY) -m pytest tests/integration/test_process_fault_matrix.py -q

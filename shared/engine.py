@@ -15,6 +15,27 @@ Duplicates never rotate twice: a near-expiry event names the version that is
 expiring, and once the vault serves a different version the event is done.
 Concurrent deliveries are serialised by a per-secret lease, and every
 decision is taken again after the lease is held, on a fresh read.
+
+Fencing: a worker can freeze (GC, VM pause, SIGSTOP) past its 15 s lease while
+a redelivery finishes the rotation. So right before every side effect —
+``apply``, the vault write, notify's tag write, retirement — ``_fence`` renews
+the lease and re-reads the served version, and stops the worker if either
+changed. After the write the served version is read again; if another
+rotation slipped in between, the engine reconciles on the served value.
+
+Durable intent: a rotator without overlap (PostgreSQL ``single``) makes the
+current value stop working in ``apply``. Before that, the new value is written
+to the companion secret ``<name>-rotation-intent`` (in the vault, never in
+logs); whoever runs next under the lease finds it and, if the value is live
+downstream, commits it instead of changing the password again. The intent is
+disabled once committed.
+
+Liveness: when an invocation finds nothing to do (the sweep included), rotators
+with a ``check`` (PostgreSQL, Redis) prove the served value works downstream;
+if it is refused (a race, a password changed by hand, a restored database) the
+engine repairs it under the lease with the admin credential, pings consumers,
+logs a WARNING and answers ``repaired``. Retirement first proves the value
+being kept works, so the last working credential is never retired.
 """
 
 from __future__ import annotations

@@ -150,6 +150,8 @@ async def secret_status(deps: InventoryDeps, vault: str, name: str) -> dict[str,
             "due": due,
             "dueReason": why,
             "lastRotation": _last_rotation(current.tags),
+            # When a liveness check last found the served value refused downstream and repaired it.
+            "lastRepair": current.tags.get(Tag.REPAIRED),
             "pendingRetirement": await _pending_retirement(store, name, current, settings),
         }
     )

@@ -17,9 +17,12 @@ Two strategies:
 ``single``
     One role whose password is replaced in ``apply``. Consumers that still
     hold the old value are refused from that moment until they re-read the
-    vault, and a crash between ``apply`` and the vault write locks everyone
-    out until the next delivery rolls forward with yet another password. Use
-    it only where a second role is not an option.
+    vault. The engine records the new value durably in the vault before
+    ``apply`` (``single_credential``), so a worker dying between ``apply`` and
+    the vault write leaves a lockout of at most one lease period plus one
+    redelivery, ended by committing the value already live (see
+    docs/fault-matrix.md for the measured figure). Use it only where a second
+    role is not an option.
 
 Options (``rotation-<name>`` tags, all strings):
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.engine import RotationEngine, RotationRequest, Step, Tag, Trigger
-from shared.errors import LeaseLost, ManualOnly, NotManaged, PolicyError
+from shared.errors import LeaseLost, ManualOnly, NotManaged, PolicyError, Superseded
 from shared.ports import Consumer
 from shared.rotators.jwt_key import JwtRotator
 from shared.rotators.random_secret import RandomRotator
@@ -206,3 +206,40 @@ async def test_too_many_tags_to_record_a_rotation_is_refused_before_anything_cha
     with pytest.raises(PolicyError, match="tags"):
         await make_engine(store).run(RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP))
     assert store.writes == 0
+
+
+# ------------------------------------------------------------------ fencing (issue 11)
+
+
+@pytest.mark.parametrize("step", [Step.CREATE, Step.APPLY, Step.VERIFY])
+async def test_a_worker_that_lost_its_lease_before_a_side_effect_writes_nothing(step: Step) -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=1))
+    locker = FakeLocker()
+
+    async def lose(at: Step, req: RotationRequest) -> None:
+        if at == step:
+            locker.lease.lost = True  # frozen past the lease: another worker holds it now
+
+    engine = make_engine(store, locker=locker)
+    engine._after_step = lose
+    with pytest.raises(LeaseLost):
+        await engine.run(event(store, "session-encryption-key"))
+    assert store.writes == 0
+
+
+async def test_a_worker_whose_secret_was_rotated_meanwhile_stops_at_its_fence_and_writes_nothing() -> None:
+    """Even when the lease still answers (a lapsed lease nobody re-acquired renews fine), a served version that
+    changed under the worker stops it before the vault write."""
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=1))
+
+    async def someone_else_commits(at: Step, req: RotationRequest) -> None:
+        if at == Step.VERIFY:
+            store.seed("session-encryption-key", "committed-by-another-worker")
+
+    engine = make_engine(store)
+    engine._after_step = someone_else_commits
+    with pytest.raises(Superseded):
+        await engine.run(event(store, "session-encryption-key"))
+    assert store.all_values("session-encryption-key") == ["old", "committed-by-another-worker"]

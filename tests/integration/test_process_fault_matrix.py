@@ -1,0 +1,258 @@
+"""Real process deaths and pauses at every step, for every rotator (issue 11).
+
+Each cell runs the rotation in a child process that halts right after one
+step; the parent SIGKILLs it (``kill``) or keeps it stopped past its 15 s lease
+while Event Grid-style redeliveries (every 10 s) complete the rotation, then
+SIGCONTs it (``pause``). Checked in every cell: exactly one rotation, the value
+the vault serves works after convergence, no old credential left valid, and
+the lockout window (time the served value was refused downstream) is 0 s for
+every rotator but PostgreSQL ``single``, whose window ends with the first
+redelivery that gets the lease.
+
+``make test`` runs a representative subset concurrently; ``make fault-matrix``
+runs every cell and writes docs/fault-matrix.md (``FAULT_MATRIX_OUT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from kvemulator import KeyVaultEmulator
+from shared.lease import LEASE_SECONDS
+from shared.rotators.jwt_key import new_private_jwk
+from tests.conftest import make_settings
+from tests.integration.rotation_harness import (
+    pg_can_login,
+    redis_can_auth,
+    setup_postgres_alternating,
+    setup_postgres_single,
+    setup_redis,
+)
+from tests.integration.test_fault_matrix import OTHER_FAILURES, jwks_works, jwt_raw_works, only_latest_enabled
+from tests.support import leakscan
+from tests.support.process_faults import REDELIVERY_SECONDS, CellResult, CellSpec, run_cell
+from tests.support.services import PostgresServer, RedisServer
+
+ROTATORS = ["random", "jwt-raw", "jwt-jwks", "postgres-alternating", "postgres-single", "redis"]
+STEPS = ["create", "intent", "apply", "verify", "commit", "notify", "retire"]
+FAULTS = ["kill", "pause"]
+PAUSED_WORKER_ENDS = ("LeaseLost", "Superseded", "VerificationFailed", "completed", "skipped")
+SINGLE_BOUND_SECONDS = LEASE_SECONDS + REDELIVERY_SECONDS + 5  # the issue's bound: <= 30 s with a 15 s lease
+
+# The subset inside `make test`: every rotator, the steps where a death or a pause hurt most.
+SUBSET = [
+    ("postgres-single", "apply", "kill"),
+    ("postgres-single", "intent", "kill"),
+    ("postgres-alternating", "apply", "kill"),
+    ("redis", "verify", "kill"),
+    ("jwt-jwks", "commit", "kill"),
+    ("postgres-single", "create", "pause"),
+    ("postgres-alternating", "verify", "pause"),
+    ("redis", "apply", "pause"),
+    ("random", "commit", "pause"),
+    ("jwt-raw", "notify", "pause"),
+]
+
+
+def applicable(rotator: str, step: str) -> bool:
+    return step != "intent" or rotator == "postgres-single"
+
+
+def make_spec(rotator: str, step: str, fault: str, emu: KeyVaultEmulator, pg: PostgresServer,
+              redis_server: RedisServer) -> CellSpec:
+    secret = f"{rotator}-{step}-{fault}-{uuid.uuid4().hex[:4]}"
+    if rotator == "random":
+        emu.put(secret, "initial-random-value-0123456789-abcdefghijklm",
+                tags={"rotation-policy": "random", "rotation-interval-days": "30"})
+        return CellSpec(rotator, step, fault, secret, lambda v: len(v) >= 32, lambda: True)
+    if rotator == "jwt-raw":
+        emu.put(secret, "aW5pdGlhbC1zaWduaW5nLWtleS0wMTIzNDU2Nzg5MDEyMzQ1",
+                tags={"rotation-policy": "jwt", "rotation-interval-days": "30", "rotation-format": "raw"})
+        return CellSpec(rotator, step, fault, secret, jwt_raw_works, lambda: only_latest_enabled(emu, secret))
+    if rotator == "jwt-jwks":
+        key = new_private_jwk("ES256")
+        leakscan.register([key["d"]])
+        emu.put(secret, json.dumps({"keys": [key]}), tags={
+            "rotation-policy": "jwt", "rotation-interval-days": "30", "rotation-format": "jwks",
+            "rotation-alg": "ES256"})
+
+        def one_key() -> bool:
+            latest = json.loads(str(emu.latest(secret)["value"]))
+            return len(latest["keys"]) == 1 and only_latest_enabled(emu, secret)
+        return CellSpec(rotator, step, fault, secret, jwks_works, one_key)
+    if rotator == "postgres-alternating":
+        roles = setup_postgres_alternating(emu, pg, secret=secret)
+
+        def old_role_locked() -> bool:
+            with psycopg.connect(pg.admin_dsn) as conn:
+                rows = conn.execute("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = ANY(%s)",
+                                    [[roles["blue"], roles["green"]]]).fetchall()
+            return sorted(r[0] for r in rows) == [False, True]
+        return CellSpec(rotator, step, fault, secret, pg_can_login, old_role_locked)
+    if rotator == "postgres-single":
+        setup_postgres_single(emu, pg, secret=secret)
+        first = str(emu.versions(secret)[0]["value"])
+        return CellSpec(rotator, step, fault, secret, pg_can_login, lambda: not pg_can_login(first))
+    setup_redis(emu, redis_server, secret=secret, named_user=True)
+    first = str(emu.versions(secret)[0]["value"])
+    return CellSpec(rotator, step, fault, secret, lambda v: redis_can_auth(redis_server, v),
+                    lambda: not redis_can_auth(redis_server, first))
+
+
+async def run_cells(cells: list[tuple[str, str, str]], emu: KeyVaultEmulator, azurite: Any, pg: PostgresServer,
+                    redis_server: RedisServer, tmp_path: Path, concurrency: int) -> list[CellResult]:
+    settings = make_settings(emu, azurite, grace_period_hours=0.0, jwt_max_token_lifetime_seconds=1,
+                             lease_wait_seconds=LEASE_SECONDS + 5.0)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(rotator: str, step: str, fault: str) -> CellResult:
+        async with limit:
+            spec = await asyncio.to_thread(make_spec, rotator, step, fault, emu, pg, redis_server)
+            return await run_cell(spec, emu, settings, log_dir=tmp_path)
+
+    return list(await asyncio.gather(*(one(*cell) for cell in cells)))
+
+
+def check(results: list[CellResult], *, bound_single: bool) -> None:
+    problems = []
+    for r in results:
+        where = f"{r.spec.rotator} {r.spec.fault} after {r.spec.step}"
+        if not r.reached:
+            problems.append(f"{where}: the step was never reached ({r.child})")
+            continue
+        if r.rotations != 1:
+            problems.append(f"{where}: {r.rotations} rotations")
+        if not r.works:
+            problems.append(f"{where}: the converged value does not work (lockout)")
+        if not r.no_orphans:
+            problems.append(f"{where}: an old or abandoned credential is still valid")
+        if r.spec.rotator != "postgres-single" and r.lockout_seconds > 0:
+            problems.append(f"{where}: the served value was refused for {r.lockout_seconds}s")
+        # A resumed worker stops at its fence before any side effect (LeaseLost, Superseded), or fails the
+        # read-only verify of a value the redelivery already replaced (VerificationFailed), or finds nothing
+        # left to do; what it changed is checked above (one rotation, working value, no orphans).
+        if r.spec.fault == "pause" and r.child not in PAUSED_WORKER_ENDS:
+            problems.append(f"{where}: the resumed worker ended with {r.child}")
+        if bound_single and r.lockout_seconds > SINGLE_BOUND_SECONDS:
+            problems.append(f"{where}: lockout {r.lockout_seconds}s exceeds {SINGLE_BOUND_SECONDS}s")
+    assert not problems, "\n".join(problems)
+
+
+async def test_real_kills_and_pauses_in_a_representative_subset_converge_without_lockout(
+        emulator: KeyVaultEmulator, azurite: Any, postgres_server: PostgresServer, redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """Kills and pauses past the lease, run concurrently: one rotation, working value, no orphans, no lockout
+    outside PostgreSQL `single`'s window, and a resumed worker changes nothing (it stops at its fence)."""
+    results = await run_cells(SUBSET, emulator, azurite, postgres_server, redis_server, tmp_path,
+                              concurrency=len(SUBSET))
+    for r in results:
+        print(f"\n{r.spec.rotator:22} {r.spec.fault:5} after {r.spec.step:7} {r.cell_text()} child={r.child} "
+              f"redeliveries={r.redeliveries} converged in {r.converge_seconds:.1f}s {r.notes}")
+    check(results, bound_single=False)
+    # The single strategy's window ends with the first redelivery (it waits for the lapsed lease).
+    assert all(r.redeliveries == 1 for r in results if r.spec.fault == "kill")
+
+
+@pytest.fixture
+def matrix_out() -> Iterator[Path | None]:
+    out = os.environ.get("FAULT_MATRIX_OUT")
+    yield Path(out) if out else None
+
+
+@pytest.mark.slow
+async def test_real_kills_and_pauses_after_every_step_of_every_rotator(
+        emulator: KeyVaultEmulator, azurite: Any, postgres_server: PostgresServer, redis_server: RedisServer,
+        tmp_path: Path, matrix_out: Path | None) -> None:
+    """The whole matrix (``make fault-matrix``); skipped unless FAULT_MATRIX_OUT names the table to write."""
+    if matrix_out is None:
+        pytest.skip("the whole matrix runs under `make fault-matrix` (FAULT_MATRIX_OUT)")
+    cells = [(r, s, f) for f in FAULTS for r in ROTATORS for s in STEPS if applicable(r, s)]
+    started = time.monotonic()
+    results = await run_cells(cells, emulator, azurite, postgres_server, redis_server, tmp_path, concurrency=6)
+    write_table(matrix_out, results, time.monotonic() - started)
+    check(results, bound_single=True)
+
+
+def write_table(out: Path, results: list[CellResult], seconds: float) -> None:
+    by = {(r.spec.rotator, r.spec.step, r.spec.fault): r for r in results}
+    single = [r.lockout_seconds for r in results if r.spec.rotator == "postgres-single" and r.reached]
+    lines = [
+        "# Fault matrix: real process deaths and pauses",
+        "",
+        "Generated by `make fault-matrix` (tests/integration/test_process_fault_matrix.py) on "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, {len(results)} cells in "
+        f"{seconds:.0f} s.",
+        "",
+        "How each cell runs: the rotation runs in a child process (`tests/support/fault_worker.py`) that halts",
+        "itself with SIGSTOP right after the step. **kill**: the parent sends SIGKILL; the dead worker's blob",
+        f"lease ({LEASE_SECONDS} s) stays held until it lapses. **pause**: the child stays stopped past its lease",
+        "while the rotation is redelivered to completion, then gets SIGCONT and carries on where it stopped.",
+        f"The parent redelivers the same event every {REDELIVERY_SECONDS:.0f} s (Event Grid's first retry",
+        "delay), the first one 10 s after the fault, until the rotation is retired (grace period 0, JWT overlap",
+        "1 s). A probe reads the vault's current value every 0.2 s for the whole cell and tries it downstream",
+        "(PostgreSQL login, Redis AUTH on every node, JWT sign+verify).",
+        "",
+        "Each cell: `ok`/`FAIL` (exactly one rotation, the converged value works, no old or abandoned",
+        "credential still valid, and for a pause the resumed worker changed nothing), versions written to",
+        "the secret (a JWKS retirement writes a second version of the same rotation), whether the vault's",
+        "current value works after convergence, and the **lockout window**: seconds during which the",
+        "vault's current value was refused downstream.",
+        "",
+    ]
+    for fault in FAULTS:
+        lines += [f"## {fault}", "", "| rotator | " + " | ".join(STEPS) + " |", "|---|" + "---|" * len(STEPS)]
+        for rotator in ROTATORS:
+            cells = []
+            for step in STEPS:
+                r = by.get((rotator, step, fault))
+                cells.append(r.cell_text() if r is not None else "n/a")
+            lines.append(f"| {rotator} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "`intent` exists only for rotators without overlap (PostgreSQL `single`): the step that records the",
+        "new value in the companion secret `<name>-rotation-intent` before the password changes.",
+        "",
+        f"**Measured lockout of PostgreSQL `single`**: at most {max(single, default=0):.1f} s (cells after",
+        "`apply` and `verify`, where the role already has the new password and the vault still serves the old",
+        f"one); bound: one lease period plus one redelivery = {LEASE_SECONDS + REDELIVERY_SECONDS:.0f} s. The",
+        "first redelivery waits for the dead or frozen worker's lease to lapse, finds the durable intent,",
+        "proves the intended value is live and commits it: the password is not changed a second time.",
+        "Every other rotator: 0 s in every cell.",
+        "",
+        "Child exits for pauses: the resumed worker stops at its fence (`LeaseLost`: its lease was taken by",
+        "the redelivery; `Superseded`: the vault already serves another version) before any side effect, or",
+        "fails the read-only `verify` of a value the redelivery already replaced (`VerificationFailed`).",
+        "PostgreSQL `single` cells show a fraction of a second of lockout even where the fault hit before",
+        "`apply`: that is the redelivery's own rotation, whose password change precedes its vault write by",
+        "one `verify` (inherent to one password per role; `alternating` has none).",
+        "",
+        "| rotator | step | fault | child | redeliveries | converged after | intents written |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {r.spec.rotator} | {r.spec.step} | {r.spec.fault} | {r.child} | {r.redeliveries} | "
+          f"{r.converge_seconds:.1f} s | {r.intents_written} |"
+          for r in sorted(results, key=lambda r: (r.spec.fault, ROTATORS.index(r.spec.rotator),
+                                                   STEPS.index(r.spec.step)))),
+        "",
+        "The exception-raising matrix of the earlier issues (crash raised at every step, lease released at",
+        "once) still runs in `make test`: tests/integration/test_fault_matrix.py.",
+        "",
+        "## Other failures, each a test in `make test`",
+        "",
+        "| failure | expected behaviour | test |",
+        "|---|---|---|",
+        *(f"| {a} | {b} | `{c}` |" for a, b, c in OTHER_FAILURES),
+        "",
+    ]
+    out.write_text("\n".join(lines))
