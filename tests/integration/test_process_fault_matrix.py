@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -117,12 +118,22 @@ async def run_cells(cells: list[tuple[str, str, str]], emu: KeyVaultEmulator, az
                              lease_wait_seconds=LEASE_SECONDS + 5.0)
     limit = asyncio.Semaphore(concurrency)
 
-    async def one(rotator: str, step: str, fault: str) -> CellResult:
-        async with limit:
-            spec = await asyncio.to_thread(make_spec, rotator, step, fault, emu, pg, redis_server)
-            return await run_cell(spec, emu, settings, log_dir=tmp_path)
+    # Every cell is declared (operator file, roles, users, secrets) before any worker starts, so the file
+    # the workers read never changes under them.
+    specs = [make_spec(rotator, step, fault, emu, pg, redis_server) for rotator, step, fault in cells]
 
-    return list(await asyncio.gather(*(one(*cell) for cell in cells)))
+    async def one(spec: CellSpec) -> CellResult:
+        async with limit:
+            try:
+                result = await run_cell(spec, emu, settings, log_dir=tmp_path)
+            except Exception as exc:  # one broken cell must not orphan the others
+                result = CellResult(spec, child=f"harness error {type(exc).__name__}")
+            print(f"{spec.rotator:22} {spec.fault:5} after {spec.step:7} {result.cell_text()} child={result.child} "
+                  f"redeliveries={result.redeliveries} converged in {result.converge_seconds:.1f}s {result.notes}",
+                  file=sys.stderr, flush=True)
+            return result
+
+    return list(await asyncio.gather(*(one(spec) for spec in specs)))
 
 
 def check(results: list[CellResult], *, bound_single: bool) -> None:
@@ -157,9 +168,6 @@ async def test_real_kills_and_pauses_in_a_representative_subset_converge_without
     outside PostgreSQL `single`'s window, and a resumed worker changes nothing (it stops at its fence)."""
     results = await run_cells(SUBSET, emulator, azurite, postgres_server, redis_server, tmp_path,
                               concurrency=len(SUBSET))
-    for r in results:
-        print(f"\n{r.spec.rotator:22} {r.spec.fault:5} after {r.spec.step:7} {r.cell_text()} child={r.child} "
-              f"redeliveries={r.redeliveries} converged in {r.converge_seconds:.1f}s {r.notes}")
     check(results, bound_single=False)
     # The single strategy's window ends with the first redelivery (it waits for the lapsed lease).
     assert all(r.redeliveries == 1 for r in results if r.spec.fault == "kill")
