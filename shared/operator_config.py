@@ -17,9 +17,10 @@ reviewed like code and deployed with the app:
   then only with the harmless rotators (``random``, ``jwt``).
 - ``tagLimits``: the bounds within which a tag may change an interval.
 
-Host, port, database and node values may be ``${APP_SETTING}`` placeholders,
-filled from the app settings (operator-owned as well, set by the Bicep); a
-target whose placeholder is unset is reported when a rotation needs it.
+Host, port, database and node values may be ``${APP_SETTING}`` placeholders
+(``${APP_SETTING:-default}`` with a default), filled from the app settings
+(operator-owned as well, set by the Bicep); a target whose placeholder is
+unset is reported when a rotation needs it.
 
 The file is checked as a whole when the app starts; every error names the
 key path at fault (``targets.app-postgres.port: ...``). What tags may still
@@ -61,7 +62,7 @@ HOST_RE: Final = re.compile(
     r"|/[A-Za-z0-9/._-]{1,250}"  # a Unix socket directory (PostgreSQL)
 )
 REDIS_USER_RE: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")
-PLACEHOLDER_RE: Final = re.compile(r"\$\{([A-Z][A-Z0-9_]{0,127})\}")
+PLACEHOLDER_RE: Final = re.compile(r"\$\{([A-Z][A-Z0-9_]{0,127})(?::-([^${}]{0,253}))?\}")
 PG_STRATEGIES: Final = ("alternating", "single")
 REDIS_PERSIST: Final = ("auto", "aclsave", "rewrite", "none")
 # Options a tag-managed secret may set through tags: they change the value's shape, never where it goes.
@@ -278,7 +279,7 @@ class _Parser:
             if "${" in value:
                 raise self.fail(path, "a placeholder must be the whole value, like ${ROTATION_POSTGRES_HOST}")
             return value
-        resolved = (self.env.get(match.group(1)) or "").strip()
+        resolved = (self.env.get(match.group(1)) or "").strip() or (match.group(2) or "").strip()
         if not resolved:
             missing.append(match.group(1))
             return Unresolved(match.group(1))

@@ -84,6 +84,9 @@ def test_placeholders_are_filled_from_app_settings_and_only_as_whole_values() ->
     assert OperatorConfig.from_mapping(data, env={"DB_HOST": "db.prod"}).target("db").host == "db.prod"  # type: ignore[union-attr]
     with pytest.raises(ConfigurationError, match="DB_HOST"):
         OperatorConfig.from_mapping(data, env={}).target("db")
+    defaulted = changed(["targets", "db", "port"], "${DB_PORT:-6432}")
+    assert OperatorConfig.from_mapping(defaulted).target("db").port == 6432  # type: ignore[union-attr]
+    assert OperatorConfig.from_mapping(defaulted, env={"DB_PORT": "7000"}).target("db").port == 7000  # type: ignore[union-attr]
     with pytest.raises(ConfigurationError, match="whole value"):
         OperatorConfig.from_mapping(changed(["targets", "db", "host"], "db-${X}.internal"))
 
