@@ -19,7 +19,6 @@ import pytest
 from kvemulator import KeyVaultEmulator
 from shared.container import Container
 from shared.engine import RotationRequest, Step, Trigger, intent_secret_name
-from shared.errors import ConfigurationError
 from shared.inventory import sweep
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
@@ -215,26 +214,21 @@ async def test_single_strategy_recovers_from_its_durable_intent_without_a_second
     assert not emulator.latest(intent_secret_name(secret))["attributes"]["enabled"], "the intent is cleared"
 
 
-async def test_repair_refuses_to_touch_the_admin_role_named_by_a_served_value(
+async def test_a_served_value_naming_another_role_is_never_repaired_with_the_admin_credential(
         emulator: KeyVaultEmulator, azurite: Any, postgres_server: PostgresServer) -> None:
-    """A value in the vault must never make the app re-password its own admin role."""
+    """A value in the vault must never make the app re-password a role the operator file does not declare
+    (here the admin's own): the liveness check refuses it before connecting, and nothing is changed."""
     secret = "pg-hostile"
     setup_postgres_single(emulator, postgres_server, secret=secret)
     admin_user = role_of(postgres_server.admin_dsn)
-    hostile = postgres_server.dsn(admin_user, "attacker-chosen-" + secrets.token_hex(6))
-    leakscan.register([hostile.split("password=")[-1]])
-    emulator.put(secret, hostile, tags=dict(emulator.latest(secret)["tags"]), expires_on=FAR)
+    password = "attacker-chosen-" + secrets.token_hex(6)
+    leakscan.register([password])
+    emulator.put(secret, postgres_server.dsn(admin_user, password), expires_on=FAR)
     c = Container(make_settings(emulator, azurite))
     try:
-        rotator = c.rotators["postgres"]
-        from shared.rotators.base import RotationContext
-
-        store = c.store(VAULT)
-        current = await store.get(secret)
-        ctx = RotationContext(VAULT, secret, "t", datetime.now(UTC), current,
-                              {"admin-secret": "pg-admin", "strategy": "single"}, store)
-        with pytest.raises(ConfigurationError):
-            await rotator.repair(ctx, current.value)  # type: ignore[attr-defined]
+        outcome = await c.engine.run(RotationRequest(VAULT, secret, Trigger.NEAR_EXPIRY, event_version="gone"))
     finally:
         await c.aclose()
+    assert (outcome.status, outcome.liveness) == ("skipped", "unknown")
     assert await asyncio.to_thread(pg_can_login, postgres_server.admin_dsn)
+    assert not await asyncio.to_thread(pg_can_login, postgres_server.dsn(admin_user, password))
