@@ -19,6 +19,7 @@ import pytest
 from kvemulator import KeyVaultEmulator
 from shared.container import Container
 from shared.engine import RotationRequest, Step, Trigger, intent_secret_name
+from shared.errors import RotationError
 from shared.inventory import sweep
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
@@ -232,3 +233,28 @@ async def test_a_served_value_naming_another_role_is_never_repaired_with_the_adm
     assert (outcome.status, outcome.liveness) == ("skipped", "unknown")
     assert await asyncio.to_thread(pg_can_login, postgres_server.admin_dsn)
     assert not await asyncio.to_thread(pg_can_login, postgres_server.dsn(admin_user, password))
+
+
+async def test_single_strategy_vault_write_refused_after_apply_is_finished_by_the_redelivery_with_the_live_value(
+        emulator: KeyVaultEmulator, azurite: Any, postgres_server: PostgresServer) -> None:
+    """Issue 11: a 403 on the commit left the role re-passworded and the vault on the old value. Now the
+    redelivery finds the durable intent, proves the value is live, and commits it."""
+    secret = "pg-commit-refused"
+    setup_postgres_single(emulator, postgres_server, secret=secret)
+    first = str(emulator.latest(secret)["value"])
+    request = RotationRequest(VAULT, secret, Trigger.NEAR_EXPIRY, event_version=str(emulator.latest(secret)["version"]))
+    c = Container(make_settings(emulator, azurite))
+    try:
+        emulator.faults.add(status=403, method="PUT", path_regex=f"/secrets/{secret}$")
+        with pytest.raises(RotationError):
+            await c.engine.run(request)
+        assert len(emulator.versions(secret)) == 1
+        intended = str(emulator.latest(intent_secret_name(secret))["value"])
+        assert pg_can_login(intended) and not pg_can_login(first), "apply happened, the commit did not"
+        outcome = await c.engine.run(request)  # Event Grid redelivers
+    finally:
+        emulator.faults.clear()
+        await c.aclose()
+    assert outcome.status == "rotated"
+    assert str(emulator.latest(secret)["value"]) == intended
+    assert len(rotation_ids(emulator, secret)) == 1
