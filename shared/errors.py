@@ -83,6 +83,14 @@ class ConfigurationError(PermanentError):
     code = "ConfigurationError"
 
 
+class DeploymentMisconfigured(ConfigurationError):
+    """The deployment asks for a control the platform does not provide (e.g. an
+    app role check without App Service Authentication): refuse, never accept."""
+
+    http_status = 503
+    code = "DeploymentMisconfigured"
+
+
 class Forbidden(PermanentError):
     http_status = 403
     code = "Forbidden"

@@ -105,6 +105,10 @@ class Settings:
     eventgrid_ca_bundle: str | None = None  # local only: trust a local topic's certificate
 
     required_role: str | None = None
+    # Set by the platform (WEBSITE_AUTH_ENABLED), never by the deployment:
+    # only then has App Service Authentication validated the caller and
+    # stripped any x-ms-client-principal* header the client sent.
+    platform_auth_enabled: bool = False
     sweep_concurrency: int = 8
 
     ENV_NAMES: ClassVar[dict[str, str]] = {
@@ -132,6 +136,7 @@ class Settings:
         "eventgrid_schema": "ROTATION_EVENTGRID_SCHEMA",
         "eventgrid_ca_bundle": "ROTATION_EVENTGRID_CA_BUNDLE",
         "required_role": "ROTATION_REQUIRED_ROLE",
+        "platform_auth_enabled": "WEBSITE_AUTH_ENABLED",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
     }
 
@@ -198,6 +203,9 @@ class Settings:
             eventgrid_schema=schema,
             eventgrid_ca_bundle=get("eventgrid_ca_bundle") or None,
             required_role=get("required_role") or None,
+            # App Service injects "True" when Authentication is on; anything
+            # else (absent, "False", a typo) means the headers are not trusted.
+            platform_auth_enabled=(get("platform_auth_enabled") or "").lower() == "true",
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
         )
 

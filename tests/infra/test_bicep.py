@@ -169,8 +169,9 @@ def test_app_settings_match_the_contract_exactly() -> None:
 
 def test_contract_is_well_formed() -> None:
     contract = load_settings_contract()
-    assert set(contract) == {"required", "localOnly"}
+    assert set(contract) == {"required", "localOnly", "platform"}
     assert not set(contract["required"]) & set(contract["localOnly"])
+    assert not set(contract["platform"]) & (set(contract["required"]) | set(contract["localOnly"]))
     for section in contract.values():
         for name, why in section.items():
             assert isinstance(why, str) and len(why) > 10, f"{name} needs a reason"
@@ -181,6 +182,17 @@ def test_no_local_only_or_forbidden_setting_is_deployed() -> None:
     deployed = set(app_settings())
     assert not deployed & set(contract["localOnly"])
     assert not deployed & FORBIDDEN_SETTINGS
+
+
+def test_the_deployment_never_fakes_a_platform_setting() -> None:
+    """WEBSITE_AUTH_ENABLED must come from App Service itself: an app setting
+    of that name would make the app trust forgeable principal headers."""
+    platform = set(load_settings_contract()["platform"])
+    assert platform == {"WEBSITE_AUTH_ENABLED"}
+    assert not set(app_settings()) & platform
+    for path in [*bicep_files(), INFRA / "main.parameters.json", *INFRA.glob("*.bicepparam")]:
+        code = re.sub(r"//[^\n]*", "", path.read_text(encoding="utf-8"))  # comments may explain it
+        assert "WEBSITE_AUTH_ENABLED" not in code, path.name
 
 
 def test_contract_covers_every_setting_the_code_reads() -> None:
@@ -195,7 +207,7 @@ def test_contract_covers_every_setting_the_code_reads() -> None:
     # Read by the Functions host / the runtime rather than Settings.
     read_by_code |= {"ROTATION_SWEEP_SCHEDULE", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
     contract = load_settings_contract()
-    known = set(contract["required"]) | set(contract["localOnly"])
+    known = set(contract["required"]) | set(contract["localOnly"]) | set(contract["platform"])
     assert read_by_code - known == set(), "settings read by the code that infra/app-settings.json does not mention"
 
 
