@@ -14,8 +14,7 @@
 // | read a consumer's HMAC key             | Key Vault Secrets User      | that secret  |
 // | rotate tag-managed secrets (opt-in)    | secret rotator (custom)     | the vault    |
 //
-// A role assignment on a secret applies to every version of it, and to a
-// secret of that name created later (the scope is the name, not an object).
+// Per-secret assignments are nested deployments of secret-access.bicep.
 // Secrets the file lists as manual-only get nothing beyond the metadata
 // reader: the app never reads or writes their values.
 
@@ -74,55 +73,39 @@ resource metadataReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// One `existing` reference per secret of rotation.json (only its id is used;
-// nothing is read at deployment time, so the secret need not exist yet).
-resource policySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for entry in items(secretPolicies): {
-  parent: vault
-  name: entry.key
-}]
-
-resource secretRotator 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (entry, i) in items(secretPolicies): if(!contains(readOnlyRotators, toLower(entry.value.rotator))) {
-  name: guid(policySecret[i].id, functionPrincipalId, secretWriterRoleGuid)
-  scope: policySecret[i]
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretWriterRoleGuid)
-    principalId: functionPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'Secret rotation function app: rotate this secret (declared in rotation.json).'
+// One nested deployment per secret (modules/secret-access.bicep): the name is
+// short and unique per vault, secret and purpose (deployment names are
+// limited to 64 characters, secret names are not).
+module secretRotator 'secret-access.bicep' = [for entry in items(secretPolicies): if(!contains(readOnlyRotators, toLower(entry.value.rotator))) {
+  name: 'rotate-${uniqueString(vaultName, toLower(entry.key), 'rotator')}'
+  params: {
+    vaultName: vault.name
+    secretName: entry.key
+    functionPrincipalId: functionPrincipalId
+    roleGuid: secretWriterRoleGuid
+    purpose: 'rotate this secret (declared in rotation.json).'
   }
 }]
 
-resource adminSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for name in adminSecretNames: {
-  parent: vault
-  name: name
-}]
-
-resource adminSecretReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (name, i) in adminSecretNames: {
-  name: guid(adminSecret[i].id, functionPrincipalId, keyVaultSecretsUserRoleId)
-  scope: adminSecret[i]
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUserRoleId)
-    principalId: functionPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'Secret rotation function app: read this admin credential (adminSecrets in rotation.json).'
+module adminSecretReader 'secret-access.bicep' = [for name in adminSecretNames: {
+  name: 'admin-${uniqueString(vaultName, toLower(name), 'reader')}'
+  params: {
+    vaultName: vault.name
+    secretName: name
+    functionPrincipalId: functionPrincipalId
+    roleGuid: keyVaultSecretsUserRoleId
+    purpose: 'read this admin credential (adminSecrets in rotation.json).'
   }
 }]
 
-// Consumers without an HMAC key reference their own name here, but get no
-// role assignment (the condition below).
-resource hmacKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for entry in items(consumerCatalog): {
-  parent: vault
-  name: contains(entry.value, 'hmacSecret') ? entry.value.hmacSecret : entry.key
-}]
-
-resource hmacKeyReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (entry, i) in items(consumerCatalog): if(contains(entry.value, 'hmacSecret')) {
-  name: guid(hmacKeySecret[i].id, functionPrincipalId, keyVaultSecretsUserRoleId)
-  scope: hmacKeySecret[i]
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUserRoleId)
-    principalId: functionPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'Secret rotation function app: read the HMAC key that signs refresh pings to a consumer.'
+module hmacKeyReader 'secret-access.bicep' = [for entry in items(consumerCatalog): if(contains(entry.value, 'hmacSecret')) {
+  name: 'hmac-${uniqueString(vaultName, toLower(entry.key), 'reader')}'
+  params: {
+    vaultName: vault.name
+    secretName: entry.value.hmacSecret
+    functionPrincipalId: functionPrincipalId
+    roleGuid: keyVaultSecretsUserRoleId
+    purpose: 'read the HMAC key that signs refresh pings to a consumer.'
   }
 }]
 

@@ -147,7 +147,9 @@ def role_id_of(assignment: dict[str, Any], path: Path) -> str:
     name = definition["parameters"]["resource_name_1"]
     tree = parse(path)
     if name in tree.get("parameters", {}):
-        assert name in {"metadataReaderRoleGuid", "secretWriterRoleGuid"}, f"{path.name}: unknown role parameter {name}"
+        assert name in {"metadataReaderRoleGuid", "secretWriterRoleGuid", "roleGuid"}, (
+            f"{path.name}: unknown role parameter {name}"
+        )
         return f"custom:{name}"
     value = tree["variables"][name]["value"]
     assert re.fullmatch(r"[0-9a-f-]{36}", value), f"{path.name}: {name} is not a role id"
@@ -381,8 +383,12 @@ def test_role_assignments_are_scoped_to_single_resources() -> None:
             f"{path.name}:{name} scope is not a resource of the file (resource group or subscription?)"
         )
         role = role_id_of(config, path)
-        assert role in EXPECTED_ROLE_SCOPES, f"{path.name}:{name} grants an unexpected role {role}"
         scope_type = declared[symbol]["type"]
+        if role == "custom:roleGuid":  # secret-access.bicep: the role its callers pass
+            assert (path.name, scope_type) == ("secret-access.bicep", SECRET_TYPE)
+            assert secret_access_roles() <= {r for r, types in EXPECTED_ROLE_SCOPES.items() if SECRET_TYPE in types}
+            continue
+        assert role in EXPECTED_ROLE_SCOPES, f"{path.name}:{name} grants an unexpected role {role}"
         opt_in = OPT_IN_BROAD_GRANTS.get((path.name, name))
         if opt_in is not None:
             assert (role, scope_type) == opt_in[:2]
@@ -394,8 +400,21 @@ def test_role_assignments_are_scoped_to_single_resources() -> None:
         assert config["name"]["function"]["type"] == "guid"
 
 
+def secret_access_roles() -> set[str]:
+    """Roles vault-access.bicep hands to secret-access.bicep (roleGuid)."""
+    path = MODULES / "vault-access.bicep"
+    tree = parse(path)
+    roles = set()
+    for module in tree["modules"].values():
+        assert module["detail"]["path"] == "secret-access.bicep"
+        given = body(module)["params"]["roleGuid"]
+        roles.add(f"custom:{given}" if given in tree["parameters"] else tree["variables"][given]["value"])
+    return roles
+
+
 def test_each_expected_role_is_assigned() -> None:
     granted = {role_id_of(body(res), path) for path, _, res in all_role_assignments()}
+    granted = (granted - {"custom:roleGuid"}) | secret_access_roles()
     assert granted == set(EXPECTED_ROLE_SCOPES)
 
 
@@ -487,35 +506,47 @@ def operator_file() -> dict[str, Any]:
     return data
 
 
-def loop_of(path: Path, name: str) -> tuple[str, str | None, Any, Any, dict[str, Any]]:
-    """(item name, index name, array expression, condition, body) of a resource loop."""
-    config = parse(path)["resources"][name]["config"]
-    loop = config["loop_type"]
-    detail = loop["detail"]
-    return detail["item_name"], detail.get("index_name"), detail["array_name"], config["condition"], config["config"]
+def module_loop(name: str) -> tuple[str, Any, Any, dict[str, Any]]:
+    """(item name, array expression, condition, body) of a module loop of vault-access.bicep."""
+    config = parse(MODULES / "vault-access.bicep")["modules"][name]["config"]
+    detail = config["loop_type"]["detail"]
+    assert "index_name" not in detail
+    return detail["item_name"], detail["array_name"], config["condition"], config["config"]
 
 
-def granted_secrets(assignment: str, secrets_loop: str, env: dict[str, Any]) -> dict[str, str]:
-    """Secret name -> role of every assignment the loop ``assignment`` of
-    vault-access.bicep creates, evaluated with the module parameters ``env``."""
-    path = MODULES / "vault-access.bicep"
-    variables = {k: v["value"] for k, v in parse(path)["variables"].items() if not isinstance(v["value"], dict)}
-    item, index, array, condition, config = loop_of(path, assignment)
-    s_item, _, s_array, s_condition, s_config = loop_of(path, secrets_loop)
-    assert s_array == array and s_condition is None, "scope loop and assignment loop must run over the same array"
-    assert s_config["parent"] == "vault"
-    assert resources(path)[secrets_loop]["type"] == SECRET_TYPE
-    scope = config["scope"]["operator"]
-    assert scope["type"] == "index_accessor"
-    assert scope["operands"] == {"operand_1": secrets_loop, "operand_2": index}
-    role = role_id_of(config, path)
-    evaluate = BicepEval({**variables, **env})
+def granted_secrets(module: str, env: dict[str, Any]) -> dict[str, str]:
+    """Secret name -> role of every secret-access.bicep deployment the module
+    loop ``module`` of vault-access.bicep makes, evaluated with the module
+    parameters ``env``."""
+    tree = parse(MODULES / "vault-access.bicep")
+    assert tree["modules"][module]["detail"]["path"] == "secret-access.bicep"
+    variables = {k: v["value"] for k, v in tree["variables"].items() if not isinstance(v["value"], dict)}
+    item, array, condition, config = module_loop(module)
+    params = config["params"]
+    assert params["functionPrincipalId"] == "functionPrincipalId"
+    assert params["vaultName"] == {"operator": {"type": "property_accessor", "operands": {
+        "operand_1": "vault", "operand_2": "name"}}}
+    # Deployment names are unique per vault, secret and purpose.
+    assert "uniqueString(vaultName, toLower(" in config["name"]
+    role = params["roleGuid"]
+    role = f"custom:{role}" if role in tree["parameters"] else tree["variables"][role]["value"]
     granted = {}
-    for element in evaluate(array):
-        bound = BicepEval({**variables, **env, item: element, s_item: element})
+    for element in BicepEval({**variables, **env})(array):
+        bound = BicepEval({**variables, **env, item: element})
         if condition is None or bound(condition):
-            granted[bound(s_config["name"])] = role
+            granted[bound(params["secretName"])] = role
     return granted
+
+
+def test_the_per_secret_module_assigns_one_role_on_that_secret() -> None:
+    path = MODULES / "secret-access.bicep"
+    assignment = only_resource(path, "Microsoft.Authorization/roleAssignments")
+    assert assignment["scope"] == "secret"
+    secret = body(resources(path)["secret"])
+    assert resources(path)["secret"]["type"] == SECRET_TYPE and resources(path)["secret"]["existing"] is True
+    assert secret == {"parent": "vault", "name": "secretName"}
+    assert assignment["properties"]["principalId"] == "functionPrincipalId"
+    assert role_id_of(assignment, path) == "custom:roleGuid"
 
 
 def vault_access_params() -> dict[str, Any]:
@@ -543,7 +574,7 @@ def test_the_operator_file_is_loaded_from_the_repository_root_at_compile_time() 
 def test_each_secret_rotation_json_manages_gets_the_rotator_role_on_that_secret_only() -> None:
     operator = operator_file()
     env = {"secretPolicies": operator["secrets"]}
-    granted = granted_secrets("secretRotator", "policySecret", env)
+    granted = granted_secrets("secretRotator", env)
     managed = {name for name, policy in operator["secrets"].items() if policy["rotator"].lower() != "manual"}
     assert set(granted) == managed
     assert set(granted.values()) == {SECRET_ROTATOR}
@@ -556,7 +587,7 @@ def test_a_manual_only_or_newly_listed_secret_follows_the_file() -> None:
     """The rights are a function of the file, not of the standard inventory."""
     policies = {"team-a-token": {"rotator": "random"}, "Vendor-Key": {"rotator": "MANUAL"},
                 "billing-db": {"rotator": "postgres", "target": "billing"}}
-    granted = granted_secrets("secretRotator", "policySecret", {"secretPolicies": policies})
+    granted = granted_secrets("secretRotator", {"secretPolicies": policies})
     assert set(granted) == {"team-a-token", "billing-db"}
 
 
@@ -566,23 +597,24 @@ def test_admin_secrets_are_readable_never_writable() -> None:
     main_vars = {"operatorConfig": operator}
     admin_names = BicepEval(main_vars)(var_value(main, "adminSecretNames"))
     assert admin_names == operator["adminSecrets"]
-    granted = granted_secrets("adminSecretReader", "adminSecret", {"adminSecretNames": admin_names})
+    granted = granted_secrets("adminSecretReader", {"adminSecretNames": admin_names})
     assert granted == {name: KEY_VAULT_SECRETS_USER for name in operator["adminSecrets"]}
-    rotated = granted_secrets("secretRotator", "policySecret", {"secretPolicies": operator["secrets"]})
+    rotated = granted_secrets("secretRotator", {"secretPolicies": operator["secrets"]})
     assert not set(granted) & set(rotated)
 
 
 def test_only_hmac_consumers_keys_are_readable() -> None:
     config = {"consumers": {
         "bridge": {"url": "https://bridge.internal/refresh", "auth": "entra", "audience": "api://bridge"},
-        "backend": {"url": "https://backend.internal/refresh", "auth": "hmac", "hmacSecret": "backend-refresh-hmac-key"},
+        "backend": {"url": "https://backend.internal/refresh", "auth": "hmac",
+                    "hmacSecret": "backend-refresh-hmac-key"},
         "audit": {"url": "https://audit.internal/refresh", "auth": "none"},
     }, "secrets": {"jwt-signing-key": ["bridge", "backend"]}}
     main = INFRA / "main.bicep"
     catalog = BicepEval({"consumersConfig": config})(var_value(main, "consumerCatalog"))
     assert BicepEval({"consumersConfig": {}})(var_value(main, "consumerCatalog")) == {}
     assert vault_access_params()["consumerCatalog"] == "consumerCatalog"
-    granted = granted_secrets("hmacKeyReader", "hmacKeySecret", {"consumerCatalog": catalog})
+    granted = granted_secrets("hmacKeyReader", {"consumerCatalog": catalog})
     assert granted == {"backend-refresh-hmac-key": KEY_VAULT_SECRETS_USER}
 
 
@@ -658,8 +690,8 @@ def test_the_apps_storage_rights_are_per_container() -> None:
         '"deploymentContainerName"': {STORAGE_BLOB_DATA_OWNER},
         '"leaseContainerName"': {STORAGE_BLOB_DATA_CONTRIBUTOR},
     }
-    host_item, _, host_array, _, _ = loop_of(path, "hostContainer")
-    assert host_item == "name" and host_array == "hostContainerNames"
+    host_loop = parse(path)["resources"]["hostContainer"]["config"]["loop_type"]["detail"]
+    assert host_loop["item_name"] == "name" and host_loop["array_name"] == "hostContainerNames"
     params = body(parse(INFRA / "main.bicep")["modules"]["appRoles"])["params"]
     assert params["leaseContainerName"] == "leaseContainerName"
     assert params["deploymentContainerName"] == "deploymentContainerName"
