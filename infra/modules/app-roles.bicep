@@ -13,10 +13,11 @@
 //   both containers, so Owner is granted on them only, not on the account.
 //   No queue or table role: the app has no blob trigger, no Durable
 //   Functions, and diagnostic events (table) are not needed.
-// * the Flex Consumption deployment package container: the platform reads
-//   the package with the app's identity (functionAppConfig.deployment
-//   authentication SystemAssignedIdentity) and `azd deploy` uploads it with
-//   the deployer's own identity; Storage Blob Data Owner, as the host's.
+// * the Flex Consumption deployment package container: the platform writes
+//   the package there when `azd deploy` publishes (one deploy) and reads it
+//   on every start, both with the app's identity (functionAppConfig
+//   .deployment.storage.authentication SystemAssignedIdentity); Storage Blob
+//   Data Owner, as for the host state.
 // * the app's lease container (ROTATION_LEASE_CONTAINER): create, read and
 //   lease blobs; Storage Blob Data Contributor suffices (no ACLs to manage).
 // * nothing on the Event Grid dead-letter container (only the system

@@ -164,7 +164,7 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(requi
         enabled: true
         registration: {
           clientId: authClientId
-          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+          openIdIssuer: '${environment().authentication.loginEndpoint}${subscription().tenantId}/v2.0'
         }
         validation: {
           allowedAudiences: empty(authAllowedAudiences) ? [
