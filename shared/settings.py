@@ -110,6 +110,7 @@ class Settings:
     # stripped any x-ms-client-principal* header the client sent.
     platform_auth_enabled: bool = False
     sweep_concurrency: int = 8
+    config_file: str | None = None  # the operator file; default rotation.json beside function_app.py
 
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "allowed_vaults": "ROTATION_ALLOWED_VAULTS",
@@ -138,6 +139,7 @@ class Settings:
         "required_role": "ROTATION_REQUIRED_ROLE",
         "platform_auth_enabled": "WEBSITE_AUTH_ENABLED",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
+        "config_file": "ROTATION_CONFIG_FILE",
     }
 
     @classmethod
@@ -207,6 +209,7 @@ class Settings:
             # else (absent, "False", a typo) means the headers are not trusted.
             platform_auth_enabled=(get("platform_auth_enabled") or "").lower() == "true",
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
+            config_file=get("config_file") or None,
         )
 
     def vault_url(self, vault: str) -> str:

@@ -10,13 +10,15 @@
 // | -------------------------------------- | --------------------------- | ------------ |
 // | list secrets, read properties and tags | metadata reader (custom)    | the vault    |
 // | rotate a secret the file manages       | secret rotator (custom)     | that secret  |
+// | force a manual secret with a generator | secret rotator (custom)     | that secret  |
 // | read an admin secret (adminSecrets)    | Key Vault Secrets User      | that secret  |
 // | read a consumer's HMAC key             | Key Vault Secrets User      | that secret  |
 // | rotate tag-managed secrets (opt-in)    | secret rotator (custom)     | the vault    |
 //
 // Per-secret assignments are nested deployments of secret-access.bicep.
-// Secrets the file lists as manual-only get nothing beyond the metadata
-// reader: the app never reads or writes their values.
+// Secrets the file lists as manual-only (without a generator for `force`)
+// get nothing beyond the metadata reader: the app never reads or writes
+// their values.
 
 @description('Name of the vault (it exists when this module runs).')
 param vaultName string
@@ -73,10 +75,15 @@ resource metadataReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// The rotator role goes to every secret the app rotates: each non-manual
+// entry, and a manual-only entry that names a `generator`, which an explicit
+// HTTP `force` may use to rotate it. A manual-only entry without one is never
+// written by the app.
+//
 // One nested deployment per secret (modules/secret-access.bicep): the name is
 // short and unique per vault, secret and purpose (deployment names are
 // limited to 64 characters, secret names are not).
-module secretRotator 'secret-access.bicep' = [for entry in items(secretPolicies): if(!contains(readOnlyRotators, toLower(entry.value.rotator))) {
+module secretRotator 'secret-access.bicep' = [for entry in items(secretPolicies): if((!contains(readOnlyRotators, toLower(entry.value.rotator))) || contains(entry.value, 'generator')) {
   name: 'rotate-${uniqueString(vaultName, toLower(entry.key), 'rotator')}'
   params: {
     vaultName: vault.name

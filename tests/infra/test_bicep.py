@@ -471,6 +471,8 @@ class BicepEval:
                 return not self(args["bool_value"])
             if kind == "and":
                 return all(self(v) for v in args.values())
+            if kind == "or":
+                return any(self(v) for v in args.values())
             if kind == "conditional":
                 return self(args["true_value"]) if self(args["condition"]) else self(args["false_value"])
             if kind == "equals":
@@ -575,7 +577,8 @@ def test_each_secret_rotation_json_manages_gets_the_rotator_role_on_that_secret_
     operator = operator_file()
     env = {"secretPolicies": operator["secrets"]}
     granted = granted_secrets("secretRotator", env)
-    managed = {name for name, policy in operator["secrets"].items() if policy["rotator"].lower() != "manual"}
+    managed = {name for name, policy in operator["secrets"].items()
+               if policy["rotator"].lower() != "manual" or "generator" in policy}
     assert set(granted) == managed
     assert set(granted.values()) == {SECRET_ROTATOR}
     # The standard inventory: four rotated secrets, the manual-only ones get no write right.
@@ -585,10 +588,12 @@ def test_each_secret_rotation_json_manages_gets_the_rotator_role_on_that_secret_
 
 def test_a_manual_only_or_newly_listed_secret_follows_the_file() -> None:
     """The rights are a function of the file, not of the standard inventory."""
-    policies = {"team-a-token": {"rotator": "random"}, "Vendor-Key": {"rotator": "MANUAL"},
-                "billing-db": {"rotator": "postgres", "target": "billing"}}
+    policies = {"team-a-token": {"rotator": "random"}, "Vendor-Key": {"rotator": "manual"},
+                "billing-db": {"rotator": "postgres", "target": "billing"},
+                # manual-only, but an explicit HTTP force may rotate it with this generator
+                "master-key": {"rotator": "manual", "generator": "random"}}
     granted = granted_secrets("secretRotator", {"secretPolicies": policies})
-    assert set(granted) == {"team-a-token", "billing-db"}
+    assert set(granted) == {"team-a-token", "billing-db", "master-key"}
 
 
 def test_admin_secrets_are_readable_never_writable() -> None:
@@ -621,15 +626,15 @@ def test_only_hmac_consumers_keys_are_readable() -> None:
 def test_tag_managed_secrets_get_vault_wide_rights_only_by_explicit_opt_in() -> None:
     path = MODULES / "vault-access.bicep"
     condition = condition_of(parse(path)["resources"]["tagManagedRotator"])
-    operator = operator_file()
-    patterns = operator.get("tagManaged", [])
-    assert patterns, "the shipped file declares a tagManaged pattern; this test needs one"
+    patterns = [{"pattern": "team-*", "rotators": ["random", "jwt"]}]
     for opt_in, expected in ((False, False), (True, True)):
         env = {"grantTagManagedVaultWide": opt_in, "tagManagedPatterns": patterns}
         assert BicepEval(env)(condition) is expected
     assert BicepEval({"grantTagManagedVaultWide": True, "tagManagedPatterns": []})(condition) is False
     main = INFRA / "main.bicep"
-    assert BicepEval({"operatorConfig": operator})(var_value(main, "tagManagedPatterns")) == patterns
+    for operator in (operator_file(), {"tagManaged": patterns}, {}):
+        expected_patterns = operator.get("tagManaged", [])
+        assert BicepEval({"operatorConfig": operator})(var_value(main, "tagManagedPatterns")) == expected_patterns
 
 
 def test_custom_roles_carry_only_the_data_actions_rotation_needs() -> None:
