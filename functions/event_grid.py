@@ -133,8 +133,9 @@ async def _unclear(exc: UnclearEvent, container: Container) -> EventResult:
     """Acknowledge an unclear event only if none of the secrets it may mean is managed; else raise it."""
     managed = [f"{vault}/{name}" for vault, name in exc.candidates if await _is_managed(container, vault, name)]
     if not managed:
-        log.warning("event rejected: %s (no managed secret among those it may name)", exc.message)
-        return EventResult(True, "rejected", exc.message)
+        reason = f"{exc.message} (no managed secret among those it may name)"
+        log.warning("event rejected: %s", reason)
+        return EventResult(True, "rejected", reason)
     log.warning(
         "event for managed secret %s will be retried, then dead-lettered: %s",
         ", ".join(managed),

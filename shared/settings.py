@@ -130,7 +130,13 @@ class Settings:
     sweep_concurrency: int = 8
 
     def __post_init__(self) -> None:
-        check_lead_days(self.lead_days)
+        """Refuse, when the settings are built (start-up), what cannot work: a lead inside Key Vault's
+        near-expiry window, a consumer catalog whose HMAC keys have no vault to be read from."""
+        check_lead_days(self.lead_days, self.ENV_NAMES["lead_days"])
+        if self.consumers:
+            from shared.consumers import parse_consumers
+
+            parse_consumers(self.consumers, allowed_vaults=self.allowed_vaults, default_vault=self.default_vault)
 
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "allowed_vaults": "ROTATION_ALLOWED_VAULTS",
@@ -198,12 +204,7 @@ class Settings:
         consumers = _json(get("consumers"), n["consumers"]) or {}
         if not isinstance(consumers, dict):
             raise ConfigurationError(f"{n['consumers']} must be a JSON object (see docs/consumers.md)")
-        # Refuse at start-up a catalog that cannot work (e.g. HMAC keys in an unknown vault).
-        from shared.consumers import parse_consumers
-
-        parse_consumers(consumers, allowed_vaults=allowed, default_vault=default_vault)
         lead_days = _int(get("lead_days"), 30, n["lead_days"], minimum=1)
-        check_lead_days(lead_days, n["lead_days"])
         return cls(
             allowed_vaults=allowed,
             vault_url_template=template,
