@@ -131,7 +131,13 @@ async def handle_event(raw: Mapping[str, Any], container: Container) -> EventRes
 
 async def _unclear(exc: UnclearEvent, container: Container) -> EventResult:
     """Acknowledge an unclear event only if none of the secrets it may mean is managed; else raise it."""
-    managed = [f"{vault}/{name}" for vault, name in exc.candidates if await _is_managed(container, vault, name)]
+    try:
+        managed = [f"{vault}/{name}" for vault, name in exc.candidates if await _is_managed(container, vault, name)]
+    except RotationError as failure:  # the vault could not be asked: retry rather than guess
+        names = ", ".join(f"{vault}/{name}" for vault, name in exc.candidates)
+        log.warning("event for secret %s will be retried: %s; %s", names, exc.message, failure.message,
+                    extra={"error_code": failure.code})
+        raise
     if not managed:
         reason = f"{exc.message} (no managed secret among those it may name)"
         log.warning("event rejected: %s", reason)

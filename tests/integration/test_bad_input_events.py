@@ -38,7 +38,8 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from functions.event_grid import handle_event, rotate_on_event
 from kvemulator import KeyVaultEmulator
 from shared.container import Container
-from shared.errors import RotationError, UnclearEvent
+from shared.errors import ConfigurationError, RotationError, UnclearEvent
+from shared.settings import Settings
 from tests.conftest import VAULT
 from tests.integration.test_vertical_slice import near_expiry_event
 
@@ -336,3 +337,49 @@ async def test_managed_secret_with_a_broken_policy_is_retried_not_dropped(
         await rotate_on_event(event)
     assert len(emulator.versions("team-signing-key")) == 1
     assert any("team-signing-key" in r.getMessage() and "retried" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_unclear_event_is_retried_when_the_vault_cannot_say_whether_the_secret_is_managed(
+        emulator: KeyVaultEmulator, container: Container) -> None:
+    version, exp = seed_due(emulator)
+    emulator.faults.add(status=503, times=None)
+    try:
+        with pytest.raises(RotationError) as info:
+            await handle_event(_set("subject", "another-secret")(event_for(version, exp)), container)
+        assert info.value.retryable
+    finally:
+        emulator.faults.clear()
+    assert len(emulator.versions(NAME)) == 1
+
+
+class _EnvContainer(Container):
+    """The process container as deployed: settings read from an environment on first use."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(None)
+        self._env = env
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self._env)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ROTATION_ALLOWED_VAULTS": VAULT, "ROTATION_LEAD_DAYS": "10"},
+         "ROTATION_LEAD_DAYS is 10 but must be at least 30"),
+        ({"ROTATION_ALLOWED_VAULTS": f"{VAULT},kv-second",
+          "ROTATION_CONSUMERS": json.dumps({"consumers": {"backend": {
+              "url": "https://backend.internal/r", "auth": "hmac", "hmacSecret": "backend-key"}}})},
+         "hmacVault is required"),
+    ],
+)
+async def test_settings_that_cannot_work_refuse_to_start_and_the_event_is_retried_not_dropped(
+        env: dict[str, str], message: str, emulator: KeyVaultEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    version, exp = seed_due(emulator)
+    caplog.set_level(logging.WARNING, logger="functions.event_grid")
+    with pytest.raises(ConfigurationError, match=message):
+        await handle_event(event_for(version, exp), _EnvContainer(env))
+    assert any("will be retried" in r.getMessage() and message in r.getMessage() for r in caplog.records)
+    assert len(emulator.versions(NAME)) == 1
