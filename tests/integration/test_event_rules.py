@@ -104,23 +104,6 @@ async def test_an_event_that_arrives_at_the_edge_of_the_window_rotates(
 
 # ---------------------------------------------------------------- case-insensitive
 
-def _inventory_lookup_is_case_insensitive() -> bool:
-    try:
-        from shared.policy import resolve_policy
-
-        return resolve_policy("JWT-SIGNING-KEY", {}, 30) is not None
-    except Exception:  # the lead's rewrite changed the signature; it looks names up case-insensitively
-        return True
-
-
-needs_case_insensitive_inventory = pytest.mark.xfail(
-    not _inventory_lookup_is_case_insensitive(),
-    reason="the standard inventory lookup becomes case-insensitive with the policy rewrite (issue 10)",
-    strict=False,
-)
-
-
-@needs_case_insensitive_inventory
 async def test_an_event_naming_the_secret_in_other_casing_rotates_once(
         emulator: KeyVaultEmulator, container: Container) -> None:
     version, exp = seed(emulator)
@@ -132,7 +115,6 @@ async def test_an_event_naming_the_secret_in_other_casing_rotates_once(
     assert len(emulator.versions(NAME)) == 2
 
 
-@needs_case_insensitive_inventory
 async def test_the_http_route_accepts_a_name_and_expected_version_in_other_casing(
         emulator: KeyVaultEmulator, container: Container) -> None:
     version, _ = seed(emulator)
