@@ -63,7 +63,11 @@ def event_to_dict(event: Any) -> dict[str, Any]:
     if isinstance(event, Mapping):
         return dict(event)
     if hasattr(event, "specversion"):
+        # Extension attributes first: a delivery with Event Grid field names (eventType, topic) next to
+        # the CloudEvents marker keeps them, and the core attributes win over any namesake.
+        extensions = getattr(event, "extension_attrs", None)
         return {
+            **(dict(extensions) if isinstance(extensions, Mapping) else {}),
             "specversion": event.specversion,
             "id": event.id,
             "type": event.type,
