@@ -346,10 +346,10 @@ class RotationEngine:
         if due_at - EVENT_CLOCK_SLACK <= self._clock():
             return None
         reported = req.event_expires_on
-        if reported is not None and abs(expires_on - reported) <= timedelta(seconds=1):
+        if reported is not None and expires_on <= reported + timedelta(seconds=1):
             return (
-                f"not due: the current version expires {expires_on.isoformat()}, the event arrived before "
-                f"the near-expiry window (due {due_at.isoformat()})"
+                f"not due: the current version expires {expires_on.isoformat()}, the event (for expiry "
+                f"{reported.isoformat()}) arrived before the near-expiry window (due {due_at.isoformat()})"
             )
         was = f" from {reported.isoformat()}" if reported is not None else ""
         return f"expiry was extended{was} to {expires_on.isoformat()}: not due until {due_at.isoformat()}"

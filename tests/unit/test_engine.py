@@ -220,6 +220,7 @@ async def test_too_many_tags_to_record_a_rotation_is_refused_before_anything_cha
         (200, 30, False, "expiry was extended from"),  # PATCHed after the event was raised
         (200, None, False, "expiry was extended to"),  # no EXP in the event: the vault's state alone
         (200, 200, False, "arrived before the near-expiry window"),  # a hand-made event, far too early
+        (200, 250, False, "arrived before the near-expiry window"),  # shortened since, still not due
         (25, 10, True, "Key Vault reported"),  # extended, but still inside the window
     ],
 )
