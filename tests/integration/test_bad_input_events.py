@@ -21,6 +21,7 @@ converter, as the host delivers it, against the real emulator and Azurite.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
@@ -124,6 +125,22 @@ def _eventgrid_with_cloudevents_type(raw: dict[str, Any]) -> Any:
     return raw
 
 
+def _cloudevents_with_data_base64(raw: dict[str, Any]) -> Any:
+    """CloudEvents may carry binary data as data_base64 instead of data: no data object to read."""
+    data = raw.pop("data")
+    return {"specversion": "1.0", "id": raw["id"], "source": raw["topic"], "subject": raw["subject"],
+            "type": raw["eventType"], "data_base64": base64.b64encode(json.dumps(data).encode()).decode()}
+
+
+def _extra_fields(raw: dict[str, Any]) -> Any:
+    """Microsoft: ignore fields you don't understand, new features may add them."""
+    raw["dataVersion"] = "2"
+    raw["metadataVersion"] = "7"
+    raw["data"]["RecoveryLevel"] = "Recoverable+Purgeable"
+    raw["future"] = {"nested": [1, 2]}
+    return raw
+
+
 def _subject_only(raw: dict[str, Any]) -> Any:
     raw["subject"] = f"{raw['data']['ObjectName']}/{raw['data']['Version']}"
     del raw["data"]["ObjectName"], raw["data"]["Version"]
@@ -153,6 +170,8 @@ CASES: dict[str, tuple[Mutation, Expect]] = {
     "name-and-version-from-subject-only": (_subject_only, ROTATED),
     "vault-name-missing-taken-from-topic": (_drop("data.VaultName"), ROTATED),
     "object-type-missing": (_drop("data.ObjectType"), ROTATED),
+    "unknown-fields-are-ignored": (_extra_fields, ROTATED),
+    "cloudevents-with-data-base64": (_cloudevents_with_data_base64, ROTATED),
     "missing-id": (_drop("id"), ROTATED),
     "id-not-a-string": (_set("id", 12345), ROTATED),
     "id-oversized": (_set("id", "x" * 300), ROTATED),
@@ -192,6 +211,11 @@ CASES: dict[str, tuple[Mutation, Expect]] = {
     "unknown-event-type-is-ignored": (_set("eventType", "Microsoft.Storage.BlobCreated"), IGNORED),
     "key-event-type-is-ignored": (_set("eventType", "Microsoft.KeyVault.KeyNearExpiry"), IGNORED),
     "new-version-event-is-ignored": (_set("eventType", "Microsoft.KeyVault.SecretNewVersionCreated"), IGNORED),
+    "subscription-validation-event-is-ignored": (
+        _chain(_set("eventType", "Microsoft.EventGrid.SubscriptionValidationEvent"),
+               _set("data", {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})), IGNORED),
+    "vault-access-policy-changed-is-ignored": (_set("eventType", "Microsoft.KeyVault.VaultAccessPolicyChanged"),
+                                               IGNORED),
     "vault-not-on-allow-list": (_foreign_vault, Expect("rejected", "allow-list")),
     "names-no-secret": (_drop("subject", "data.ObjectName"), Expect("rejected", "no valid secret")),
     "names-no-vault": (_drop("topic", "data.VaultName"), Expect("rejected", "no valid vault")),
