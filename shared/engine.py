@@ -210,7 +210,15 @@ class RotationEngine:
     async def run(self, req: RotationRequest) -> Outcome:
         """Handle one request: rotate if due, resume an unfinished rotation, or skip."""
         store = self._stores(req.vault)
-        current = await store.get(req.secret_name)
+        # A name no rule of the operator file could manage is refused before the vault is asked, and a
+        # missing secret answers the same: a caller learns nothing about secrets the app does not manage.
+        not_managed = NotManaged(f"no managed secret named {req.secret_name}")
+        if not self._operator.may_be_managed(req.secret_name):
+            raise not_managed
+        try:
+            current = await store.get(req.secret_name)
+        except SecretNotFound:
+            raise not_managed from None
         policy = self._policy(req.secret_name, current)
         rotate, why = self._decide(req, policy, current)
         if req.dry_run:
@@ -283,7 +291,7 @@ class RotationEngine:
     def _policy(self, name: str, current: SecretVersion) -> Policy:
         policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
         if policy is None:
-            raise NotManaged(f"secret {name} has no rotation policy")
+            raise NotManaged(f"no managed secret named {name}")
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)

@@ -237,9 +237,15 @@ async def test_a_vault_off_the_allow_list_is_refused_with_403(emulator: KeyVault
     assert emulator.count() == 0
 
 
-async def test_a_missing_secret_is_404(emulator: KeyVaultEmulator, container: Container) -> None:
-    resp = await handle_rotate(rotate("does-not-exist"), container)
-    assert resp.status_code == 404 and read(resp)["error"]["code"] == "SecretNotFound"
+async def test_a_missing_secret_is_404_like_an_unmanaged_one(emulator: KeyVaultEmulator,
+                                                            container: Container) -> None:
+    emulator.put("plain-secret", "plain-secret-value-123456789")
+    missing = await handle_rotate(rotate("does-not-exist"), container)
+    unmanaged = await handle_rotate(rotate("plain-secret"), container)
+    assert missing.status_code == unmanaged.status_code == 404
+    assert read(missing)["error"]["code"] == read(unmanaged)["error"]["code"] == "NotManaged"
+    assert read(missing)["error"]["message"].replace("does-not-exist", "X") == \
+        read(unmanaged)["error"]["message"].replace("plain-secret", "X")
 
 
 async def test_a_secret_without_a_policy_is_404_and_untouched(emulator: KeyVaultEmulator,
