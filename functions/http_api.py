@@ -40,13 +40,12 @@ from shared.container import Container, get_container
 from shared.engine import RotationRequest, Trigger
 from shared.errors import DeploymentMisconfigured, Forbidden, InvalidRequest, RotationError, VaultNotAllowed
 from shared.inventory import plan, secret_status
+from shared.validation import is_secret_name, is_vault_name, is_version, normal_vault, normal_version
 
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
 
-SECRET_NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
-VERSION_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 MAX_BODY_BYTES = 4 * 1024
 MAX_REASON_CHARS = 256
 MAX_CALLER_CHARS = 256
@@ -181,16 +180,18 @@ def authorize(req: func.HttpRequest, container: Container) -> Principal:
 
 def _secret_name(req: func.HttpRequest) -> str:
     name = str(req.route_params.get("name") or "")
-    if not SECRET_NAME_RE.fullmatch(name):
+    if not is_secret_name(name):
         raise InvalidRequest("secret name must be 1-127 letters, digits or dashes")
     return name
 
 
 def _vault(container: Container, requested: str | None) -> str:
     settings = container.settings
-    vault = (requested or "").strip().lower() or settings.default_vault
+    vault = normal_vault(requested or "") or settings.default_vault
     if not vault:
         raise InvalidRequest("no vault given and no default vault configured")
+    if not is_vault_name(vault):
+        raise InvalidRequest("vault must be a Key Vault name")
     if vault not in settings.allowed_vaults:
         raise VaultNotAllowed("vault is not on the allow-list")
     return vault
@@ -222,9 +223,9 @@ def parse_rotate_body(raw: bytes) -> dict[str, Any]:
             raise InvalidRequest("reason must not contain control characters")
     expected = body.get("expectedVersion")
     if expected is not None:
-        if not VERSION_RE.fullmatch(expected):
+        if not is_version(expected):
             raise InvalidRequest("expectedVersion must be a 32-character hexadecimal version id")
-        body["expectedVersion"] = expected.lower()
+        body["expectedVersion"] = normal_version(expected)
     return body
 
 
