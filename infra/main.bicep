@@ -99,8 +99,8 @@ param instanceMemoryMB int = 2048
 
 // ---------------------------------------------------------------- rotation behaviour (app settings)
 
-@description('ROTATION_LEAD_DAYS: rotate this many days before expiry.')
-@minValue(1)
+@description('ROTATION_LEAD_DAYS: rotate this many days before expiry. At least 30: Key Vault raises SecretNearExpiry 30 days before expiry whatever this says, and a shorter lead would loop.')
+@minValue(30)
 param rotationLeadDays int = 30
 
 @description('ROTATION_GRACE_PERIOD_HOURS: how long the previous version stays enabled.')
