@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -274,3 +275,26 @@ async def test_an_event_for_the_current_version_is_decided_on_the_vaults_current
     if not rotates:
         assert reason in outcome.reason
     assert len(store.versions["session-encryption-key"]) == (2 if rotates else 1)
+
+
+async def test_a_version_committed_concurrently_right_after_ours_is_detected_and_the_served_one_is_kept() -> None:
+    """The residual window between the last fence and the write: the engine reads the served version back after
+    its commit and, if another worker's version is served, does not notify or retire on the strength of its own."""
+
+    class RacingStore(FakeStore):
+        raced = False
+
+        async def set(self, name: str, value: str, **kwargs: Any) -> Any:
+            props = await super().set(name, value, **kwargs)
+            if not self.raced:
+                self.raced = True
+                self.seed(name, "committed-by-another-worker")
+            return props
+
+    store = RacingStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=1))
+    notifier = RecordingNotifier()
+    outcome = await make_engine(store, notifier=notifier).run(event(store, "session-encryption-key"))
+    assert outcome.status == "skipped" and "superseded" in outcome.reason
+    assert store.versions["session-encryption-key"][-1].value == "committed-by-another-worker"
+    assert notifier.notices == []
