@@ -94,6 +94,14 @@ param zoneRedundant bool = false
 ])
 param instanceMemoryMB int = 2048
 
+@description('Python version of the function app: 3.11, 3.12 or 3.13 (README, "Python versions"; the unit suite runs on each with `make unit-pythons`).')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.11'
+
 // ---------------------------------------------------------------- rotation behaviour (app settings)
 
 @description('ROTATION_LEAD_DAYS: rotate this many days before expiry.')
@@ -271,6 +279,7 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
+    pythonVersion: pythonVersion
   }
 }
 

@@ -18,15 +18,20 @@ cd "$ROOT"
 log() { printf '[bootstrap] %s\n' "$*"; }
 
 APT_UPDATED=0
+# Root here and in CI; through sudo on a developer's machine or a GitHub runner.
+SUDO=()
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+fi
 apt_install() {
     # apt-cache/apt-get need a fresh package list once per run on a new machine.
     if [ "$APT_UPDATED" -eq 0 ]; then
         log "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 have_initdb() {
