@@ -19,10 +19,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-EMU_DIR=".emulator"
-EMU_PORT=8443
-AZ_DIR=".azurite"
-AZ_PORT=10000
+# The defaults are what local.settings.example.json expects; the overrides
+# exist for tests/build/test_local_run.py (free ports, temporary directories).
+EMU_DIR="${LOCAL_EMULATOR_DIR:-.emulator}"
+EMU_PORT="${LOCAL_EMULATOR_PORT:-8443}"
+AZ_DIR="${LOCAL_AZURITE_DIR:-.azurite}"
+AZ_PORT="${LOCAL_AZURITE_PORT:-10000}"
 AZURITE=".tools/azurite/node_modules/.bin/azurite-blob"
 
 log() { printf '[local] %s\n' "$*" >&2; }
@@ -87,39 +89,48 @@ start() {
     fi
     cat <<MSG
 Key Vault emulator: https://127.0.0.1:$EMU_PORT (vault kv-local, standard inventory; log $EMU_DIR/emulator.log)
-  CA certificate:   $ROOT/$EMU_DIR/ca.pem   (ROTATION_VAULT_CA_BUNDLE)
-  its settings:     $ROOT/$EMU_DIR/settings.json (already in local.settings.example.json)
+  CA certificate:   $(cd "$EMU_DIR" && pwd)/ca.pem   (ROTATION_VAULT_CA_BUNDLE)
+  its settings:     $(cd "$EMU_DIR" && pwd)/settings.json (already in local.settings.example.json)
 Azurite blob:       http://127.0.0.1:$AZ_PORT (AzureWebJobsStorage=UseDevelopmentStorage=true; data and log in $AZ_DIR/)
 Stop both with: make local-down
 MSG
 }
 
-stop_one() {
-    local name="$1" pidfile="$2" pid i
-    if ! running "$pidfile"; then
-        rm -f "$pidfile"
-        log "$name: not running"
-        return 0
-    fi
-    pid="$(cat "$pidfile")"
-    kill "$pid"
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
+stop_all() {
+    # SIGTERM to every running service first, then wait for each (both take
+    # about two seconds to shut down), SIGKILL after five.
+    local entry name pidfile pid i
+    local -a waiting=()
+    for entry in "Key Vault emulator:$EMU_DIR/emulator.pid" "Azurite:$AZ_DIR/azurite.pid"; do
+        name="${entry%%:*}"
+        pidfile="${entry#*:}"
+        if running "$pidfile"; then
+            kill "$(cat "$pidfile")"
+            waiting+=("$entry")
+        else
+            rm -f "$pidfile"
+            log "$name: not running"
+        fi
     done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
-    log "$name: stopped (pid $pid)"
+    for entry in "${waiting[@]}"; do
+        name="${entry%%:*}"
+        pidfile="${entry#*:}"
+        pid="$(cat "$pidfile")"
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$pidfile"
+        log "$name: stopped (pid $pid)"
+    done
 }
 
 case "${1:-}" in
     start) start ;;
-    stop)
-        stop_one "Key Vault emulator" "$EMU_DIR/emulator.pid"
-        stop_one "Azurite" "$AZ_DIR/azurite.pid"
-        ;;
+    stop) stop_all ;;
     status)
         for entry in "Key Vault emulator:$EMU_DIR/emulator.pid" "Azurite:$AZ_DIR/azurite.pid"; do
             if running "${entry#*:}"; then
