@@ -192,7 +192,8 @@ def test_azure_builds_from_the_hash_locked_requirements_txt_and_nothing_else_is_
     def ignored(name: str) -> bool:
         return any(Path(name).match(pattern.rstrip("/")) for pattern in patterns)
 
-    assert not ignored("requirements.txt")
+    for name in ["requirements.txt", "function_app.py", "host.json", "rotation.json", "functions", "shared"]:
+        assert not ignored(name), f".funcignore keeps {name} out of the deployment package"
     for name in ["requirements.in", "requirements-dev.in", "requirements-dev.txt", "requirements-worker.txt",
                  "requirements-checkov.txt", ".azurite", ".emulator", ".venv-py313", ".venv-lock", ".github"]:
         assert ignored(name), f".funcignore lets {name} into the deployment package"
