@@ -8,9 +8,6 @@
 # the tests start their own throw-away servers (tests/support/services.py).
 set -euo pipefail
 
-# Azurite 3.36+ declares node >= 21; Debian 12 ships node 18, so stay on the
-# newest release that still runs there.
-AZURITE_VERSION="3.35.0"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -62,19 +59,22 @@ else
 fi
 
 # --- Azurite (blob emulator), project-local ----------------------------------
+# scripts/azurite/package-lock.json pins Azurite and its whole npm tree with
+# sha512 integrity hashes; `npm ci` installs exactly that and checks every
+# tarball (the version and why it is that one: scripts/azurite/package.json).
 AZ_DIR="$ROOT/.tools/azurite"
-AZ_PKG="$AZ_DIR/node_modules/azurite/package.json"
-installed_azurite=""
-if [ -f "$AZ_PKG" ]; then
-    installed_azurite="$(node -p "require(process.argv[1]).version" "$AZ_PKG" 2>/dev/null || true)"
-fi
-if [ "$installed_azurite" = "$AZURITE_VERSION" ] && [ -x "$AZ_DIR/node_modules/.bin/azurite-blob" ]; then
-    log "azurite $AZURITE_VERSION: present"
+AZ_LOCK="$ROOT/scripts/azurite/package-lock.json"
+want_azurite="$(sha256sum "$AZ_LOCK" | cut -d' ' -f1)"
+have_azurite="$(cat "$AZ_DIR/.package-lock.sha256" 2>/dev/null || true)"
+if [ "$want_azurite" = "$have_azurite" ] && [ -x "$AZ_DIR/node_modules/.bin/azurite-blob" ]; then
+    log "azurite: present (scripts/azurite/package-lock.json unchanged)"
 else
-    log "azurite: installing $AZURITE_VERSION into .tools/azurite (had: ${installed_azurite:-none})"
+    log "azurite: npm ci into .tools/azurite (integrity-checked)"
+    rm -rf "$AZ_DIR"
     mkdir -p "$AZ_DIR"
-    npm install --prefix "$AZ_DIR" --no-audit --no-fund --loglevel=error \
-        "azurite@$AZURITE_VERSION" >/dev/null
+    cp "$ROOT/scripts/azurite/package.json" "$AZ_LOCK" "$AZ_DIR/"
+    npm ci --prefix "$AZ_DIR" --no-audit --no-fund --loglevel=error >/dev/null
+    printf '%s\n' "$want_azurite" >"$AZ_DIR/.package-lock.sha256"
 fi
 
 # --- Python venv ---------------------------------------------------------------

@@ -16,6 +16,7 @@
 #   requirements-dev.in      -> requirements-dev.txt      runtime (same pins) + tests and tools: .venv
 #   requirements-worker.in   -> requirements-worker.txt   Python 3.13 worker library: .venv-worker
 #   requirements-checkov.in  -> requirements-checkov.txt  checkov: .venv-checkov
+#   scripts/azurite/package.json -> package-lock.json      Azurite (npm, sha512 integrity): .tools/azurite
 #
 # The resolver is uv, itself pinned with hashes in requirements-dev.txt and
 # installed from that pin into .venv-lock (so this works even when .venv does
@@ -61,4 +62,6 @@ compile 3.11 requirements.in requirements.txt "$@"
 compile 3.11 requirements-dev.in requirements-dev.txt "$@"
 compile 3.13 requirements-worker.in requirements-worker.txt "$@"
 compile 3.11 requirements-checkov.in requirements-checkov.txt "$@"
-log "done; commit the requirements*.in and requirements*.txt files together"
+log "scripts/azurite/package.json -> package-lock.json"
+(cd scripts/azurite && npm install --package-lock-only --no-audit --no-fund --loglevel=error >/dev/null)
+log "done; commit the inputs and the locks together"

@@ -14,6 +14,7 @@ second and no network.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -267,3 +268,21 @@ def test_a_requirement_without_a_hash_fails_the_install(tmp_path: Path) -> None:
     result = install(tmp_path, "example-package==1.0\n", wheels, "unhashed")
     assert result.returncode != 0
     assert "--hash" in result.stderr
+
+
+# ----------------------------------------------------------------- the npm side: Azurite
+
+
+def test_azurite_and_its_whole_npm_tree_are_locked_with_integrity_hashes_and_installed_with_npm_ci() -> None:
+    manifest = json.loads((ROOT / "scripts/azurite/package.json").read_text(encoding="utf-8"))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["dependencies"]["azurite"]), "pin Azurite exactly"
+    lock = json.loads((ROOT / "scripts/azurite/package-lock.json").read_text(encoding="utf-8"))
+    assert lock["lockfileVersion"] >= 2
+    packages = {path: entry for path, entry in lock["packages"].items() if path}
+    assert packages["node_modules/azurite"]["version"] == manifest["dependencies"]["azurite"]
+    unhashed = [path for path, entry in packages.items()
+                if not entry.get("link") and not str(entry.get("integrity", "")).startswith("sha512-")]
+    assert unhashed == []
+    bootstrap = (ROOT / "scripts/bootstrap.sh").read_text(encoding="utf-8")
+    assert re.search(r"^    npm ci --prefix", bootstrap, re.MULTILINE)
+    assert not re.search(r"^[^#]*npm install", bootstrap, re.MULTILINE)
