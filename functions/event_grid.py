@@ -82,4 +82,8 @@ async def handle_event(raw: Mapping[str, Any], container: Container) -> EventRes
 @bp.function_name("rotate_on_event")
 @bp.event_grid_trigger(arg_name="event")
 async def rotate_on_event(event: func.EventGridEvent) -> None:
-    await handle_event(event_to_dict(event), get_container())
+    container = get_container()
+    try:
+        await handle_event(event_to_dict(event), container)
+    finally:
+        await container.flush_telemetry()

@@ -41,4 +41,8 @@ async def handle_sweep(deps: SweepDeps, *, past_due: bool = False) -> SweepSumma
     use_monitor=True,
 )
 async def rotation_sweep(timer: func.TimerRequest) -> None:
-    await handle_sweep(get_container(), past_due=timer.past_due)
+    container = get_container()
+    try:
+        await handle_sweep(container, past_due=timer.past_due)
+    finally:
+        await container.flush_telemetry()

@@ -50,6 +50,7 @@ from shared.ports import (
 )
 from shared.rotators.base import RotationContext, Rotator
 from shared.settings import Settings
+from shared.telemetry import NO_TELEMETRY, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ class RotationEngine:
         consumers_for: ConsumersFor | None = None,
         clock: Callable[[], datetime] = utcnow,
         after_step: StepHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._stores = stores
@@ -196,11 +198,20 @@ class RotationEngine:
         self._consumers_for = consumers_for or (lambda name, tag: ())
         self._clock = clock
         self._after_step = after_step
+        self._telemetry = telemetry or NO_TELEMETRY
 
     # ----------------------------------------------------------------- public
 
     async def run(self, req: RotationRequest) -> Outcome:
-        """Handle one request: rotate if due, resume an unfinished rotation, or skip."""
+        """Handle one request: rotate if due, resume an unfinished rotation, or skip.
+
+        Traced as one ``rotation`` span with a child per step (shared/telemetry.py)."""
+        with self._telemetry.rotation(vault=req.vault, secret=req.secret_name, trigger=str(req.trigger)):
+            outcome = await self._run(req)
+            self._telemetry.finished(outcome)
+            return outcome
+
+    async def _run(self, req: RotationRequest) -> Outcome:
         store = self._stores(req.vault)
         current = await store.get(req.secret_name)
         policy = self._policy(req.secret_name, current)
@@ -274,6 +285,7 @@ class RotationEngine:
         policy = resolve_policy(name, current.properties.tags, self._settings.lead_days)
         if policy is None:
             raise NotManaged(f"secret {name} has no rotation policy")
+        self._telemetry.annotate(rotator=self._kind(policy) or policy.kind)
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)
@@ -314,7 +326,9 @@ class RotationEngine:
     # --------------------------------------------------------------- rotation
 
     async def _step(self, step: Step, req: RotationRequest, timings: dict[str, float], started: float) -> None:
-        timings[step.value] = round((time.perf_counter() - started) * 1000, 2)
+        elapsed = time.perf_counter() - started
+        timings[step.value] = round(elapsed * 1000, 2)
+        self._telemetry.step(step.value, elapsed)
         if self._after_step is not None:
             await self._after_step(step, req)
 
@@ -338,6 +352,7 @@ class RotationEngine:
         )
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
+        self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
         log.info("rotation started", extra=extra)
 
         t = time.perf_counter()
@@ -378,6 +393,7 @@ class RotationEngine:
         )
         committed = SecretVersion(properties=props, value=new.value)
         await self._step(Step.COMMIT, req, timings, t)
+        self._telemetry.annotate(version=props.version)
         log.info("rotation committed", extra={**extra, "version": props.version})
 
         outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
@@ -433,6 +449,7 @@ class RotationEngine:
             ]
             missing = [c.consumer for c in result.consumers if not c.ok]
             acked = len(result.consumers) - len(missing)
+            self._telemetry.notified(acked, len(missing))
             tags[Tag.STATE] = State.NOTIFIED
             tags[Tag.ACKS] = f"{acked}/{len(result.consumers)}"
             if missing:
@@ -450,6 +467,7 @@ class RotationEngine:
             ready, why = self._retire_ready(rotator, policy, version, tags)
             if not ready:
                 return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
+            self._telemetry.retiring(why, tags.get(Tag.PENDING))
             t = time.perf_counter()
             ctx = RotationContext(
                 vault=req.vault,

@@ -36,6 +36,7 @@ from shared.errors import (
 )
 from shared.model import SecretProperties
 from shared.policy import Policy, resolve_policy
+from shared.telemetry import NO_TELEMETRY, SweepObserver, Telemetry
 
 if TYPE_CHECKING:
     from shared.engine import RotationEngine
@@ -286,6 +287,16 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
     settings = deps.settings
     started = time.perf_counter()
     summary = SweepSummary(vaults=_vaults(settings, vaults))
+    telemetry: Telemetry = getattr(deps, "telemetry", NO_TELEMETRY)
+    with telemetry.sweep() as observer:
+        await _sweep(deps, settings, summary, observer)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    level = logging.WARNING if summary.failed else logging.INFO
+    log.log(level, summary.line(), extra={"sweep": {k: v for k, v in summary.to_dict().items() if k != "errors"}})
+    return summary
+
+
+async def _sweep(deps: SweepDeps, settings: Settings, summary: SweepSummary, observer: SweepObserver) -> None:
     limit = asyncio.Semaphore(settings.sweep_concurrency)
     now = _now()
 
@@ -321,6 +332,7 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
             if policy is None:
                 continue
             summary.managed += 1
+            observer.secret(vault, props, policy, now, settings.lead_days)
             if policy.manual or not props.enabled:
                 continue  # the engine would refuse both; nothing the sweep may do
             due = policy.is_due(props, now, settings.lead_days)[0]
@@ -343,8 +355,4 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
             except Exception:
                 log.exception("sweep: listing %s failed unexpectedly", vault)
                 summary.fail(vault, None, "InternalError", "unexpected error; see the function log")
-
-    summary.seconds = round(time.perf_counter() - started, 3)
-    level = logging.WARNING if summary.failed else logging.INFO
-    log.log(level, summary.line(), extra={"sweep": {k: v for k, v in summary.to_dict().items() if k != "errors"}})
-    return summary
+    observer.done(summary)

@@ -107,6 +107,9 @@ class Settings:
     required_role: str | None = None
     sweep_concurrency: int = 8
 
+    telemetry: str = "off"  # auto (Azure Monitor when a connection string is set) | console | off
+    appinsights_connection_string: str | None = None
+
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "allowed_vaults": "ROTATION_ALLOWED_VAULTS",
         "vault_url_template": "ROTATION_VAULT_URL_TEMPLATE",
@@ -133,6 +136,8 @@ class Settings:
         "eventgrid_ca_bundle": "ROTATION_EVENTGRID_CA_BUNDLE",
         "required_role": "ROTATION_REQUIRED_ROLE",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
+        "telemetry": "ROTATION_TELEMETRY",
+        "appinsights_connection_string": "APPLICATIONINSIGHTS_CONNECTION_STRING",
     }
 
     @classmethod
@@ -166,6 +171,9 @@ class Settings:
         schema = (get("eventgrid_schema") or "eventgrid").lower()
         if schema not in {"eventgrid", "cloudevents"}:
             raise ConfigurationError(f"{n['eventgrid_schema']} must be 'eventgrid' or 'cloudevents'")
+        telemetry = (get("telemetry") or "auto").lower()
+        if telemetry not in {"auto", "console", "off"}:
+            raise ConfigurationError(f"{n['telemetry']} must be 'auto', 'console' or 'off'")
         consumers = _json(get("consumers"), n["consumers"]) or {}
         if not isinstance(consumers, dict):
             raise ConfigurationError(f"{n['consumers']} must be a JSON object (see docs/consumers.md)")
@@ -199,6 +207,8 @@ class Settings:
             eventgrid_ca_bundle=get("eventgrid_ca_bundle") or None,
             required_role=get("required_role") or None,
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
+            telemetry=telemetry,
+            appinsights_connection_string=get("appinsights_connection_string") or None,
         )
 
     def vault_url(self, vault: str) -> str:
