@@ -42,3 +42,11 @@ param eventGridSchema = 'eventgrid'
 // app registration. Empty disables the check.
 param requiredRole = ''
 param sweepSchedule = '0 0 */6 * * *'
+
+// Who hears about failed rotations, dead-lettered events, overdue secrets and
+// manual-only keys about to expire (README "Operating it").
+param alertEmailAddresses = [
+  'secops-oncall@example.com'
+]
+param manualExpiryWarningDays = 30
+param sweepMaxAgeHours = 26
