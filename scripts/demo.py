@@ -10,6 +10,7 @@ is ever printed.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -69,6 +70,8 @@ def main() -> int:
             vault_verify_challenge_resource=False,
             vault_credential="emulator",
             storage_connection_string=azurite.connection_string,
+            # ROTATION_TELEMETRY=console make demo: the rotation's spans and metrics on stdout.
+            telemetry=os.environ.get("ROTATION_TELEMETRY", "off").strip().lower() or "off",
         )
         container = Container(settings)
         set_container(container)

@@ -500,8 +500,15 @@ def _console() -> Telemetry:
     """Spans and metrics printed on stdout, one line each."""
     import sys
 
+    from opentelemetry.sdk.metrics import Counter, Histogram, UpDownCounter
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricsData, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics._internal.instrument import Gauge
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        ConsoleMetricExporter,
+        MetricsData,
+        PeriodicExportingMetricReader,
+    )
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
@@ -512,7 +519,7 @@ def _console() -> Telemetry:
         return f"[span] {span.name} {ms:.1f}ms {attrs}\n"
 
     def metric_lines(data: MetricsData) -> str:
-        lines = []
+        lines: list[str] = []
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
@@ -536,7 +543,10 @@ def _console() -> Telemetry:
     out: Any = Stdout()
     tracers = SdkTracerProvider()
     tracers.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=span_line)))
-    reader = PeriodicExportingMetricReader(ConsoleMetricExporter(out=out, formatter=metric_lines),
-                                           export_interval_millis=60_000)
+    delta = AggregationTemporality.DELTA  # each point printed once, not again at every export
+    exporter = ConsoleMetricExporter(out=out, formatter=metric_lines, preferred_temporality={
+        Counter: delta, Histogram: delta, UpDownCounter: delta, Gauge: delta,
+    })
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=60_000)
     meters = SdkMeterProvider(metric_readers=[reader])
     return OtelTelemetry(tracers, meters)

@@ -41,6 +41,7 @@ from shared.telemetry import (
     configure,
     install,
 )
+from tests.support import leakscan
 from tests.support.telemetry import Capture, Point, capture
 from tests.unit.fakes import FakeLocker, FakeStore, RecordingNotifier
 
@@ -88,7 +89,10 @@ def cap() -> Iterator[Capture]:
     yield c
 
 
-def exported(c: Capture) -> Exported:
+def exported(c: Capture, store: FakeStore | None = None) -> Exported:
+    """What was exported so far; every value the store holds goes to the secret-leak scan."""
+    if store is not None:
+        leakscan.register(v.value for versions in store.versions.values() for v in versions)
     logs = [{"body": r.log_record.body, **dict(r.log_record.attributes or {})} for r in c.log_records()]
     return Exported(c.finished_spans(), c.metrics(), logs)
 
@@ -122,14 +126,14 @@ async def rotate_with_one_consumer_silent(c: Capture) -> tuple[Exported, FakeSto
     store.seed("session-encryption-key", "old-value-123", expires_on=NOW + timedelta(days=30))
     await engine(store, c.telemetry, notifier=RecordingNotifier(ok=[True, False]), consumers=CONSUMERS).run(
         event(store, "session-encryption-key"))
-    return exported(c), store
+    return exported(c, store), store
 
 
 async def grace_ends_unacknowledged(c: Capture, store: FakeStore) -> Exported:
     clock = Clock(NOW + timedelta(hours=25))
     await engine(store, c.telemetry, clock=clock, notifier=RecordingNotifier(ok=False),
                  consumers=CONSUMERS).complete_pending(VAULT, "session-encryption-key")
-    return exported(c)
+    return exported(c, store)
 
 
 async def skip_a_replayed_event(c: Capture) -> Exported:
@@ -138,7 +142,7 @@ async def skip_a_replayed_event(c: Capture) -> Exported:
     store.seed("session-encryption-key", "new-value-456", expires_on=NOW + timedelta(days=120))
     req = RotationRequest(VAULT, "session-encryption-key", Trigger.NEAR_EXPIRY, event_version=old.version)
     await engine(store, c.telemetry).run(req)
-    return exported(c)
+    return exported(c, store)
 
 
 async def fail_with_a_lost_lease(c: Capture) -> Exported:
@@ -148,7 +152,7 @@ async def fail_with_a_lost_lease(c: Capture) -> Exported:
     locker.lease.lost = True
     with pytest.raises(LeaseLost):
         await engine(store, c.telemetry, locker=locker).run(event(store, "session-encryption-key"))
-    return exported(c)
+    return exported(c, store)
 
 
 async def fail_for_good_with_a_bad_policy(c: Capture) -> Exported:
@@ -157,7 +161,7 @@ async def fail_for_good_with_a_bad_policy(c: Capture) -> Exported:
     store.seed("session-encryption-key", "old-value-123", tags=tags, expires_on=NOW + timedelta(days=30))
     with pytest.raises(PolicyError):
         await engine(store, c.telemetry).run(RotationRequest(VAULT, "session-encryption-key", Trigger.HTTP))
-    return exported(c)
+    return exported(c, store)
 
 
 async def manual_secret_near_expiry(c: Capture) -> Exported:
@@ -165,7 +169,7 @@ async def manual_secret_near_expiry(c: Capture) -> Exported:
     store.seed("openai-api-key", "sk-provider-key-1", expires_on=NOW + timedelta(days=30))
     with pytest.raises(ManualOnly):
         await engine(store, c.telemetry).run(event(store, "openai-api-key"))
-    return exported(c)
+    return exported(c, store)
 
 
 class SweepDeps:
@@ -188,7 +192,7 @@ async def sweep_a_vault(c: Capture) -> Exported:
     deps = SweepDeps(store, c.telemetry)
     summary = await sweep(deps)
     assert summary.rotated == 1
-    return exported(c)
+    return exported(c, store)
 
 
 # ------------------------------------------------------------------ a rotation
@@ -510,3 +514,17 @@ def test_the_kql_name_extraction_sees_both_spellings() -> None:
     query = 'traces | where customDimensions["rotation.id"] == x and customDimensions.rotation_id != "" ' \
             '| where name == "rotation.runs"'
     assert names_in(query) == {"rotation.id", "rotation_id", "rotation.runs"}
+
+
+async def test_the_leak_scan_reads_every_exported_span_log_and_metric(cap: Capture) -> None:
+    """Positive control: what the exporters received is in the text the session's leak scan searches."""
+    out, store = await rotate_with_one_consumer_silent(cap)
+    cap.metrics()
+    rotation_id = store.versions["session-encryption-key"][-1].properties.tags[Tag.ID]
+    recorder = leakscan._recorder
+    assert recorder is not None
+    recorder._file.flush()
+    text = recorder.path.read_text(encoding="utf-8", errors="replace")
+    assert re.search(rf"\[span\] rotation .*{rotation_id}", text)
+    assert re.search(rf"\[otel-log\] 'rotation started' .*{rotation_id}", text)
+    assert re.search(r"\[metric\] rotation\.runs .*session-encryption-key", text)
