@@ -9,8 +9,10 @@ the app setting ``ROTATION_SWEEP_SCHEDULE`` (NCRONTAB, default
 missed while the app was down is made up once it is back.
 
 A sweep with per-secret failures still completes normally: the failures are
-in its one summary line (logged at WARNING), which is what alerts should
-match, and the next scheduled run tries them again.
+in its one summary line (logged at WARNING) and its ``rotation.sweep`` span,
+each failed rotation counts in ``rotation.runs`` (the rotation-failed alert),
+and the next scheduled run tries them again. A completed run counts in
+``rotation.sweep.runs``, whose absence for 26 hours raises an alert.
 """
 
 from __future__ import annotations

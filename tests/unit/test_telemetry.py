@@ -518,7 +518,7 @@ def test_the_kql_name_extraction_sees_both_spellings() -> None:
 
 async def test_the_leak_scan_reads_every_exported_span_log_and_metric(cap: Capture) -> None:
     """Positive control: what the exporters received is in the text the session's leak scan searches."""
-    out, store = await rotate_with_one_consumer_silent(cap)
+    _, store = await rotate_with_one_consumer_silent(cap)
     cap.metrics()
     rotation_id = store.versions["session-encryption-key"][-1].properties.tags[Tag.ID]
     recorder = leakscan._recorder
