@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     LeaseNotNeeded,
@@ -50,7 +50,9 @@ from shared.ports import (
 )
 from shared.rotators.base import RotationContext, Rotator
 from shared.settings import Settings
-from shared.telemetry import NO_TELEMETRY, Telemetry
+
+if TYPE_CHECKING:
+    from shared.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,11 @@ class RotationEngine:
         self._consumers_for = consumers_for or (lambda name, tag: ())
         self._clock = clock
         self._after_step = after_step
-        self._telemetry = telemetry or NO_TELEMETRY
+        if telemetry is None:
+            from shared.telemetry import NO_TELEMETRY  # not at import: cold start
+
+            telemetry = NO_TELEMETRY
+        self._telemetry = telemetry
 
     # ----------------------------------------------------------------- public
 

@@ -36,12 +36,12 @@ from shared.errors import (
 )
 from shared.model import SecretProperties
 from shared.policy import Policy, resolve_policy
-from shared.telemetry import NO_TELEMETRY, SweepObserver, Telemetry
 
 if TYPE_CHECKING:
     from shared.engine import RotationEngine
     from shared.ports import SecretStore
     from shared.settings import Settings
+    from shared.telemetry import SweepObserver, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,8 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
     settings = deps.settings
     started = time.perf_counter()
     summary = SweepSummary(vaults=_vaults(settings, vaults))
+    from shared.telemetry import NO_TELEMETRY
+
     telemetry: Telemetry = getattr(deps, "telemetry", NO_TELEMETRY)
     with telemetry.sweep() as observer:
         await _sweep(deps, settings, summary, observer)

@@ -41,7 +41,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -134,11 +133,14 @@ def classify(exc: BaseException, trigger: str) -> tuple[str, str, bool, str]:
 _current: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("rotation_run", default=None)
 
 
-@dataclass
 class _Run:
-    attrs: dict[str, Any]
-    span: Span | None = None
-    metric_attrs: dict[str, Any] = field(default_factory=dict)
+    """The running rotation: its attributes (also the log dimensions) and its span."""
+
+    __slots__ = ("attrs", "span")
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
+        self.span: Span | None = None
 
 
 def current_attributes() -> dict[str, Any]:

@@ -69,10 +69,14 @@ def _instrument_outputs() -> None:
 
 
 def _install_telemetry() -> None:
+    from opentelemetry import trace
+
     from shared import telemetry
 
     capture = telemetry_capture.Capture()
     capture.install_log_handler()
+    # The Azure SDK's spans (azure-core-tracing-opentelemetry) go to the global provider: the same one.
+    trace.set_tracer_provider(capture.tracer_provider)
     telemetry_capture.set_capture(capture)
     telemetry.install(capture.telemetry)
 

@@ -371,11 +371,14 @@ async def test_a_sweep_is_a_span_around_its_rotations_with_per_secret_gauges(cap
 
 
 def test_nothing_configured_means_no_telemetry_and_no_opentelemetry_import() -> None:
+    """Cold start pays nothing: importing the app loads no telemetry code, and an empty environment
+    builds the no-op telemetry without importing OpenTelemetry."""
     import subprocess
     import sys
 
     code = (
-        "import sys; import function_app; from shared.settings import Settings; from shared.telemetry import "
+        "import sys; import function_app; assert 'shared.telemetry' not in sys.modules; "
+        "from shared.settings import Settings; from shared.telemetry import "
         "_build, NO_TELEMETRY; t = _build(Settings.from_env({})); "
         "assert t is NO_TELEMETRY, t; "
         "loaded = [m for m in sys.modules if m.startswith(('opentelemetry', 'azure.monitor'))]; "
