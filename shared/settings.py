@@ -106,6 +106,7 @@ class Settings:
 
     required_role: str | None = None
     sweep_concurrency: int = 8
+    config_file: str | None = None  # the operator file; default rotation.json beside function_app.py
 
     telemetry: str = "off"  # auto (Azure Monitor when a connection string is set) | console | off
     appinsights_connection_string: str | None = None
@@ -136,6 +137,7 @@ class Settings:
         "eventgrid_ca_bundle": "ROTATION_EVENTGRID_CA_BUNDLE",
         "required_role": "ROTATION_REQUIRED_ROLE",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
+        "config_file": "ROTATION_CONFIG_FILE",
         "telemetry": "ROTATION_TELEMETRY",
         "appinsights_connection_string": "APPLICATIONINSIGHTS_CONNECTION_STRING",
     }
@@ -207,6 +209,7 @@ class Settings:
             eventgrid_ca_bundle=get("eventgrid_ca_bundle") or None,
             required_role=get("required_role") or None,
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
+            config_file=get("config_file") or None,
             telemetry=telemetry,
             appinsights_connection_string=get("appinsights_connection_string") or None,
         )

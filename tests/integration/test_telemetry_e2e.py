@@ -9,6 +9,7 @@ trace shows every Key Vault call a rotation made.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -72,9 +73,17 @@ async def test_an_event_rotation_is_one_trace_with_its_steps_and_the_key_vault_c
     assert run.attributes[Attr.SECRET] == "jwt-signing-key" and run.attributes[Attr.OUTCOME] == "rotated"
 
 
-async def test_a_sweep_over_the_standard_inventory_reports_every_secret_including_manual_ones(
+async def test_a_sweep_reports_every_secret_including_manual_ones(
         emulator: KeyVaultEmulator, container: Container, cap: Capture) -> None:
-    versions = seed_standard(emulator, near_expiry=())
+    now = datetime.now(UTC)
+    versions = {
+        "jwt-signing-key": now + timedelta(days=50),
+        "session-encryption-key": now + timedelta(days=80),
+        "openai-api-key": now + timedelta(days=12),
+        "encryption-master-key": now + timedelta(days=200),
+    }
+    for name, expires_on in versions.items():
+        emulator.put(name, f"initial-value-of-{name}-0123456789", expires_on=expires_on)
     summary = await handle_sweep(container)
     assert summary.failed == 0
     [sweep_span] = [s for s in cap.finished_spans() if s.name == SPAN_SWEEP]
@@ -86,5 +95,8 @@ async def test_a_sweep_over_the_standard_inventory_reports_every_secret_includin
     assert set(expiry) == set(versions)
     assert expiry["openai-api-key"][Attr.MANUAL] is True
     assert expiry["jwt-signing-key"][Attr.MANUAL] is False
+    [manual] = [p for p in points if p.name == Metric.SECRET_DAYS_TO_EXPIRY
+                and p.attributes[Attr.SECRET] == "openai-api-key"]
+    assert 11.9 < manual.value <= 12
     [runs] = [p for p in points if p.name == Metric.SWEEP_RUNS]
     assert runs.value == 1

@@ -25,6 +25,7 @@ from opentelemetry.trace import StatusCode
 from shared.engine import RotationEngine, RotationRequest, Tag, Trigger
 from shared.errors import LeaseLost, ManualOnly, PolicyError
 from shared.inventory import sweep
+from shared.operator_config import OperatorConfig
 from shared.ports import Consumer
 from shared.rotators.jwt_key import JwtRotator
 from shared.rotators.random_secret import RandomRotator
@@ -42,6 +43,7 @@ from shared.telemetry import (
     install,
 )
 from tests.support import leakscan
+from tests.support.operator_files import base_config
 from tests.support.telemetry import Capture, Point, capture
 from tests.unit.fakes import FakeLocker, FakeStore, RecordingNotifier
 
@@ -49,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 VAULT = "kv-test"
 STEPS = ["create", "apply", "verify", "commit", "notify"]
+OPERATOR = OperatorConfig.from_mapping(base_config())
 
 
 class Clock:
@@ -102,6 +105,7 @@ def engine(store: FakeStore, telemetry: Telemetry, *, clock: Callable[[], dateti
            locker: FakeLocker | None = None) -> RotationEngine:
     return RotationEngine(
         settings=Settings(allowed_vaults=(VAULT,)),
+        operator=OPERATOR,
         stores=lambda vault: store,
         locker=locker or FakeLocker(),
         rotators={"random": RandomRotator(), "jwt": JwtRotator(timedelta(hours=1))},
@@ -175,6 +179,7 @@ async def manual_secret_near_expiry(c: Capture) -> Exported:
 class SweepDeps:
     def __init__(self, store: FakeStore, telemetry: Telemetry) -> None:
         self.settings = Settings(allowed_vaults=(VAULT,))
+        self.operator = OPERATOR
         self._store = store
         self.telemetry = telemetry
         self.engine = engine(store, telemetry, clock=lambda: datetime.now(UTC))  # the sweep decides on real time
