@@ -143,12 +143,6 @@ class _Run:
         self.span: Span | None = None
 
 
-def current_attributes() -> dict[str, Any]:
-    """The attributes of the rotation running in this task (empty outside one)."""
-    run = _current.get()
-    return dict(run.attrs) if run is not None else {}
-
-
 _STANDARD_RECORD_ATTRS = frozenset(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {
     "message",
     "asctime",
@@ -265,7 +259,7 @@ class OtelTelemetry(Telemetry):
         self._pending = meter.create_counter(Metric.CONSUMERS_PENDING, unit="{consumer}")
         self._unacked_at_grace = meter.create_counter(Metric.UNACKNOWLEDGED_AT_GRACE, unit="{rotation}")
         self._manual_events = meter.create_counter(Metric.MANUAL_NEAR_EXPIRY, unit="{event}")
-        self._sweeps = meter.create_counter(Metric.SWEEP_RUNS, unit="{sweep}")
+        self.sweeps = meter.create_counter(Metric.SWEEP_RUNS, unit="{sweep}")
         self.gauges = {
             name: meter.create_gauge(name, unit=unit)
             for name, unit in (
@@ -442,7 +436,7 @@ class _OtelSweep(SweepObserver):
         counts = {k: v for k, v in summary.to_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)}
         self._span.set_attributes({f"rotation.sweep.{k}": v for k, v in counts.items()})
         self._span.set_attribute(Attr.VAULT, ",".join(summary.vaults))
-        self._t._sweeps.add(1, {Attr.SWEEP_FAILED: summary.failed})
+        self._t.sweeps.add(1, {Attr.SWEEP_FAILED: summary.failed})
 
 
 # ------------------------------------------------------------------ configuration
