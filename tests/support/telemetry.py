@@ -85,7 +85,9 @@ class Capture:
         self.logger_provider = LoggerProvider()
         self.logs = _Logs()
         self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
-        self.handler = LoggingHandler(level=logging.DEBUG, logger_provider=self.logger_provider)
+        # INFO, as the app exports in Azure (Functions' default level); the leak scan's own file
+        # recorder still reads every DEBUG record, so the slower OpenTelemetry path is spared those.
+        self.handler = LoggingHandler(level=logging.INFO, logger_provider=self.logger_provider)
         self.telemetry = OtelTelemetry(self.tracer_provider, self.meter_provider)
         self._lock = threading.Lock()
 
