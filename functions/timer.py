@@ -3,8 +3,10 @@
 Events are the fast path; this catches what they miss (a lost delivery, a
 secret created without an expiry) and drives unfinished rotations to their
 end once consumers acknowledged or the grace period passed. The schedule is
-the app setting ``ROTATION_SWEEP_SCHEDULE`` (NCRONTAB, default
-``0 0 3 * * *``), resolved by the host, so changing it needs no deployment.
+the app setting ``ROTATION_SWEEP_SCHEDULE`` (NCRONTAB, six fields, UTC),
+resolved by the host, so changing it needs no deployment. Its one default,
+:data:`DEFAULT_SWEEP_SCHEDULE` (every 6 hours), is what the Bicep parameter,
+``local.settings.example.json`` and the README state; a test keeps them equal.
 ``use_monitor`` makes the host record the last run in storage, so a run
 missed while the app was down is made up once it is back.
 
@@ -27,6 +29,9 @@ from shared.inventory import SweepDeps, SweepSummary, sweep
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
+
+SWEEP_SCHEDULE_SETTING = "ROTATION_SWEEP_SCHEDULE"
+DEFAULT_SWEEP_SCHEDULE = "0 0 */6 * * *"  # every 6 hours, on the hour (UTC)
 
 
 async def handle_sweep(deps: SweepDeps, *, past_due: bool = False) -> SweepSummary:

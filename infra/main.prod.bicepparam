@@ -39,8 +39,13 @@ param rotationRetireWhen = 'acknowledged_or_grace'
 param rotationConsumers = ''
 param eventGridSchema = 'eventgrid'
 // App role HTTP callers must hold; must match an app role of the API's Entra
-// app registration. Empty disables the check.
-param requiredRole = ''
+// app registration (authClientId), and turns on App Service Authentication.
+// Empty disables the check (function keys only). See docs/deploy.md.
+param requiredRole = 'Rotation.Operator'
+param authClientId = '00000000-0000-0000-0000-000000000000' // replace: the API's app registration
+// Secrets matched by rotation.json tagManaged patterns need vault-wide
+// rights; off means only the secrets the file lists can be rotated.
+param grantTagManagedVaultWide = false
 param sweepSchedule = '0 0 */6 * * *'
 
 // Who hears about failed rotations, dead-lettered events, overdue secrets and

@@ -158,7 +158,12 @@ class Container:
             if s.consumers or s.eventgrid_topic_endpoint:
                 from shared.notifiers.composite import build_notifier
 
-                self._notifier = build_notifier(s, self.credential(), self._secret_reader_for_default_vault())
+                # HMAC keys are read from the vault each consumer names (``hmacVault``, resolved at
+                # start-up to the default vault when omitted); the default-vault reader only serves
+                # consumers built without the catalog (tests, embedders).
+                self._notifier = build_notifier(
+                    s, self.credential(), self._secret_reader_for_default_vault(), hmac_vaults=self.store
+                )
         return self._notifier
 
     def _secret_reader_for_default_vault(self) -> KeyVaultStore | None:
@@ -169,9 +174,10 @@ class Container:
         s = self.settings
         if not s.consumers and not tag_value:
             return ()
-        from shared.consumers import resolve_consumers
+        from shared.consumers import parse_consumers
 
-        return resolve_consumers(s.consumers, secret_name, tag_value)
+        catalog = parse_consumers(s.consumers, allowed_vaults=s.allowed_vaults, default_vault=s.default_vault)
+        return catalog.resolve(secret_name, tag_value)
 
     @property
     def engine(self) -> RotationEngine:

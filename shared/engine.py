@@ -52,6 +52,7 @@ from shared.ports import (
 )
 from shared.rotators.base import RotationContext, Rotator
 from shared.settings import Settings
+from shared.validation import same_version
 
 if TYPE_CHECKING:
     from shared.telemetry import Telemetry
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TAGS = 15
+EVENT_CLOCK_SLACK = timedelta(hours=1)
 TAG_VALUE_MAX = 256
 
 
@@ -110,6 +112,7 @@ class RotationRequest:
     secret_name: str
     trigger: Trigger
     event_version: str | None = None  # the version a Key Vault event names
+    event_expires_on: datetime | None = None  # the expiry (EXP) a Key Vault event reports for that version
     expected_version: str | None = None  # HTTP: rotate only if this is still current
     force: bool = False
     dry_run: bool = False
@@ -224,7 +227,15 @@ class RotationEngine:
 
     async def _run(self, req: RotationRequest) -> Outcome:
         store = self._stores(req.vault)
-        current = await store.get(req.secret_name)
+        # A name no rule of the operator file could manage is refused before the vault is asked, and a
+        # missing secret answers the same: a caller learns nothing about secrets the app does not manage.
+        not_managed = NotManaged(f"no managed secret named {req.secret_name}")
+        if not self._operator.may_be_managed(req.secret_name):
+            raise not_managed
+        try:
+            current = await store.get(req.secret_name)
+        except SecretNotFound:
+            raise not_managed from None
         policy = self._policy(req.secret_name, current)
         rotate, why = self._decide(req, policy, current)
         if req.dry_run:
@@ -297,7 +308,7 @@ class RotationEngine:
     def _policy(self, name: str, current: SecretVersion) -> Policy:
         policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
         if policy is None:
-            raise NotManaged(f"secret {name} has no rotation policy")
+            raise NotManaged(f"no managed secret named {name}")
         self._telemetry.annotate(rotator=self._kind(policy) or policy.kind)
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
@@ -320,12 +331,12 @@ class RotationEngine:
                 "for it; rotate it at its provider and write the new version"
             )
         is_event = req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED)
-        if is_event and req.event_version and req.event_version != props.version:
+        if is_event and req.event_version and not same_version(req.event_version, props.version):
             return False, (
                 f"duplicate: the event names version {req.event_version}, "
                 f"the vault already serves {props.version}"
             )
-        if req.expected_version and req.expected_version != props.version:
+        if req.expected_version and not same_version(req.expected_version, props.version):
             return False, f"already rotated: the vault serves {props.version}, not {req.expected_version}"
         if pending_state(props.tags) is not None and not emergency:
             if req.force:
@@ -342,8 +353,32 @@ class RotationEngine:
         if req.trigger == Trigger.HTTP:
             return True, "requested"
         if req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED) and req.event_version:
+            not_due = self._extended(req, props.expires_on)
+            if not_due is not None:
+                return False, not_due
             return True, f"Key Vault reported {req.trigger} for the current version"
         return policy.is_due(props, self._clock(), self._settings.lead_days)
+
+    def _extended(self, req: RotationRequest, expires_on: datetime | None) -> str | None:
+        """Why an event for the current version no longer calls for a rotation, or None if it does.
+
+        Decided on the vault's current state: an expiry PATCHed later after Key Vault raised the
+        event takes the version out of the near-expiry window, and the event is then moot. An
+        hour of slack absorbs clock skew between Key Vault and this app.
+        """
+        if expires_on is None:
+            return None  # expiry removed: a managed secret without expiry is due
+        due_at = expires_on - timedelta(days=self._settings.lead_days)
+        if due_at - EVENT_CLOCK_SLACK <= self._clock():
+            return None
+        reported = req.event_expires_on
+        if reported is not None and expires_on <= reported + timedelta(seconds=1):
+            return (
+                f"not due: the current version expires {expires_on.isoformat()}, the event (for expiry "
+                f"{reported.isoformat()}) arrived before the near-expiry window (due {due_at.isoformat()})"
+            )
+        was = f" from {reported.isoformat()}" if reported is not None else ""
+        return f"expiry was extended{was} to {expires_on.isoformat()}: not due until {due_at.isoformat()}"
 
     # --------------------------------------------------------------- rotation
 

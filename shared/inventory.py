@@ -129,7 +129,7 @@ async def secret_status(deps: InventoryDeps, vault: str, name: str) -> dict[str,
     """
     settings = deps.settings
     settings.vault_url(vault)
-    not_managed = NotManaged(f"no managed secret named {name} in vault {vault}")
+    not_managed = NotManaged(f"no managed secret named {name}")
     if not deps.operator.may_be_managed(name):
         raise not_managed  # decided by the operator file alone: the vault is not even asked
     store = deps.store(vault)
