@@ -19,8 +19,9 @@ really received):
   context variable, so no call site has to pass them.
 
 Cost when nothing is configured: :data:`NO_TELEMETRY` is plain Python and
-this module imports nothing from OpenTelemetry at import time. The SDK (and
-the Azure Monitor distro, which takes ~0.5 s to import) is loaded only by
+nothing imports this module at cold start (the engine and the sweep import it
+on first use). The SDK (and the Azure Monitor distro, most of a second to
+import) is loaded only by
 :func:`configure`, and only when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is
 set or ``ROTATION_TELEMETRY=console``. In Azure the Functions worker
 configures the distro itself (``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``),
