@@ -21,9 +21,8 @@ really received):
 Cost when nothing is configured: :data:`NO_TELEMETRY` is plain Python and
 nothing imports this module at cold start (the engine and the sweep import it
 on first use). The SDK (and the Azure Monitor distro, most of a second to
-import) is loaded only by
-:func:`configure`, and only when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is
-set or ``ROTATION_TELEMETRY=console``. In Azure the Functions worker
+import) is loaded only by :func:`configure`, and only when
+``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set or ``ROTATION_TELEMETRY=console``. In Azure the Functions worker
 configures the distro itself (``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``),
 so :func:`configure` reuses the providers it installed instead of installing
 a second set.
