@@ -49,3 +49,11 @@ param authClientId = '00000000-0000-0000-0000-000000000000' // replace: the API'
 // rights; off means only the secrets the file lists can be rotated.
 param grantTagManagedVaultWide = false
 param sweepSchedule = '0 0 */6 * * *'
+
+// Who hears about failed rotations, dead-lettered events, overdue secrets and
+// manual-only keys about to expire (README "Operating it").
+param alertEmailAddresses = [
+  'secops-oncall@example.com'
+]
+param manualExpiryWarningDays = 30
+param sweepMaxAgeHours = 26

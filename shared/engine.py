@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     LeaseNotNeeded,
@@ -53,6 +53,9 @@ from shared.ports import (
 from shared.rotators.base import RotationContext, Rotator
 from shared.settings import Settings
 from shared.validation import same_version
+
+if TYPE_CHECKING:
+    from shared.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +197,7 @@ class RotationEngine:
         consumers_for: ConsumersFor | None = None,
         clock: Callable[[], datetime] = utcnow,
         after_step: StepHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._operator = operator
@@ -204,11 +208,24 @@ class RotationEngine:
         self._consumers_for = consumers_for or (lambda name, tag: ())
         self._clock = clock
         self._after_step = after_step
+        if telemetry is None:
+            from shared.telemetry import NO_TELEMETRY  # not at import: cold start
+
+            telemetry = NO_TELEMETRY
+        self._telemetry = telemetry
 
     # ----------------------------------------------------------------- public
 
     async def run(self, req: RotationRequest) -> Outcome:
-        """Handle one request: rotate if due, resume an unfinished rotation, or skip."""
+        """Handle one request: rotate if due, resume an unfinished rotation, or skip.
+
+        Traced as one ``rotation`` span with a child per step (shared/telemetry.py)."""
+        with self._telemetry.rotation(vault=req.vault, secret=req.secret_name, trigger=str(req.trigger)):
+            outcome = await self._run(req)
+            self._telemetry.finished(outcome)
+            return outcome
+
+    async def _run(self, req: RotationRequest) -> Outcome:
         store = self._stores(req.vault)
         # A name no rule of the operator file could manage is refused before the vault is asked, and a
         # missing secret answers the same: a caller learns nothing about secrets the app does not manage.
@@ -292,6 +309,7 @@ class RotationEngine:
         policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
         if policy is None:
             raise NotManaged(f"no managed secret named {name}")
+        self._telemetry.annotate(rotator=self._kind(policy) or policy.kind)
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)
@@ -365,7 +383,9 @@ class RotationEngine:
     # --------------------------------------------------------------- rotation
 
     async def _step(self, step: Step, req: RotationRequest, timings: dict[str, float], started: float) -> None:
-        timings[step.value] = round((time.perf_counter() - started) * 1000, 2)
+        elapsed = time.perf_counter() - started
+        timings[step.value] = round(elapsed * 1000, 2)
+        self._telemetry.step(step.value, elapsed)
         if self._after_step is not None:
             await self._after_step(step, req)
 
@@ -390,6 +410,7 @@ class RotationEngine:
         )
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
+        self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
         log.info("rotation started", extra=extra)
 
         t = time.perf_counter()
@@ -430,6 +451,7 @@ class RotationEngine:
         )
         committed = SecretVersion(properties=props, value=new.value)
         await self._step(Step.COMMIT, req, timings, t)
+        self._telemetry.annotate(version=props.version)
         log.info("rotation committed", extra={**extra, "version": props.version})
 
         outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
@@ -488,6 +510,7 @@ class RotationEngine:
             ]
             missing = [c.consumer for c in result.consumers if not c.ok]
             acked = len(result.consumers) - len(missing)
+            self._telemetry.notified(acked, len(missing))
             tags[Tag.STATE] = State.NOTIFIED
             tags[Tag.ACKS] = f"{acked}/{len(result.consumers)}"
             if missing:
@@ -505,6 +528,7 @@ class RotationEngine:
             ready, why = (True, "emergency") if revoke_now else self._retire_ready(rotator, policy, version, tags)
             if not ready:
                 return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
+            self._telemetry.retiring(why, tags.get(Tag.PENDING))
             t = time.perf_counter()
             ctx = RotationContext(
                 vault=req.vault,
