@@ -170,4 +170,8 @@ async def _is_managed(container: Container, vault: str, name: str) -> bool:
 @bp.function_name("rotate_on_event")
 @bp.event_grid_trigger(arg_name="event")
 async def rotate_on_event(event: func.EventGridEvent) -> None:
-    await handle_event(event_to_dict(event), get_container())
+    container = get_container()
+    try:
+        await handle_event(event_to_dict(event), container)
+    finally:
+        await container.flush_telemetry()

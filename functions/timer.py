@@ -11,8 +11,10 @@ resolved by the host, so changing it needs no deployment. Its one default,
 missed while the app was down is made up once it is back.
 
 A sweep with per-secret failures still completes normally: the failures are
-in its one summary line (logged at WARNING), which is what alerts should
-match, and the next scheduled run tries them again.
+in its one summary line (logged at WARNING) and its ``rotation.sweep`` span,
+each failed rotation counts in ``rotation.runs`` (the rotation-failed alert),
+and the next scheduled run tries them again. A completed run counts in
+``rotation.sweep.runs``, whose absence for 26 hours raises an alert.
 """
 
 from __future__ import annotations
@@ -46,4 +48,8 @@ async def handle_sweep(deps: SweepDeps, *, past_due: bool = False) -> SweepSumma
     use_monitor=True,
 )
 async def rotation_sweep(timer: func.TimerRequest) -> None:
-    await handle_sweep(get_container(), past_due=timer.past_due)
+    container = get_container()
+    try:
+        await handle_sweep(container, past_due=timer.past_due)
+    finally:
+        await container.flush_telemetry()

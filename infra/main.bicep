@@ -97,6 +97,14 @@ param zoneRedundant bool = false
 ])
 param instanceMemoryMB int = 2048
 
+@description('Python version of the function app: 3.11, 3.12 or 3.13 (README, "Python versions"; the unit suite runs on each with `make unit-pythons`).')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.11'
+
 // ---------------------------------------------------------------- rotation behaviour (app settings)
 
 @description('ROTATION_LEAD_DAYS: rotate this many days before expiry. At least 30: Key Vault raises SecretNearExpiry 30 days before expiry whatever this says, and a shorter lead would loop.')
@@ -168,6 +176,25 @@ param sweepConcurrency int = 8
 @description('ROTATION_SWEEP_SCHEDULE: NCRONTAB schedule of the rotation_sweep timer (six fields, UTC).')
 param sweepSchedule string = '0 0 */6 * * *'
 
+// ---------------------------------------------------------------- alerts (modules/alerts.bicep, README "Operating it")
+
+@description('E-mail addresses the action group notifies of every rotation alert.')
+param alertEmailAddresses array = []
+
+@description('Webhook the action group calls for every rotation alert (common alert schema). Empty: none.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Alert this many days before a manual-only secret expires (it must be rotated at its provider).')
+@minValue(1)
+@maxValue(365)
+param manualExpiryWarningDays int = 30
+
+@description('Alert when no sweep completed for this many hours.')
+@minValue(1)
+@maxValue(47)
+param sweepMaxAgeHours int = 26
+
 // ---------------------------------------------------------------- names
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -181,6 +208,7 @@ var storageAccountName = 'strot${resourceToken}'
 var workspaceName = 'log-rotation-${resourceToken}'
 var appInsightsName = 'appi-rotation-${resourceToken}'
 var eventTopicName = 'evgt-rotation-${resourceToken}'
+var actionGroupName = 'ag-rotation-${resourceToken}'
 var vnetName = 'vnet-rotation-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 var leaseContainerName = 'rotation-locks'
@@ -266,6 +294,7 @@ var appSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
   ROTATION_ALLOWED_VAULTS: join(vaultList, ',')
   ROTATION_DEFAULT_VAULT: defaultVault
   ROTATION_VAULT_CREDENTIAL: 'default'
@@ -300,6 +329,7 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
+    pythonVersion: pythonVersion
     requiredRole: requiredRole
     authClientId: authClientId
     authAllowedAudiences: authAllowedAudiences
@@ -380,6 +410,26 @@ module deadLetterAccess 'modules/deadletter-access.bicep' = {
     deadLetterContainerName: deadLetterContainerName
     principalIds: [for i in range(0, length(vaultList)): vaultAccess[i].outputs.systemTopicPrincipalId]
   }
+}
+
+// ---------------------------------------------------------------- alerts and workbook
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    actionGroupName: actionGroupName
+    alertEmailAddresses: alertEmailAddresses
+    alertWebhookUrl: alertWebhookUrl
+    systemTopicIds: [for name in vaultList: resourceId(vaultRg, 'Microsoft.EventGrid/systemTopics', '${systemTopicPrefix}${name}')]
+    manualExpiryWarningDays: manualExpiryWarningDays
+    sweepMaxAgeHours: sweepMaxAgeHours
+  }
+  dependsOn: [
+    vaultAccess
+  ]
 }
 
 // ---------------------------------------------------------------- stage two input

@@ -19,6 +19,8 @@ param zoneRedundant = false
 param logRetentionInDays = 30
 param maximumInstanceCount = 10
 param instanceMemoryMB = 2048
+// 3.11, 3.12 or 3.13 (README, "Python versions").
+param pythonVersion = '3.11'
 
 param rotationLeadDays = 30
 param rotationGracePeriodHours = 1

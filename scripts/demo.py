@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -137,6 +138,8 @@ def main() -> int:
             vault_verify_challenge_resource=False,
             vault_credential="emulator",
             storage_connection_string=azurite.connection_string,
+            # ROTATION_TELEMETRY=console make demo: the rotation's spans and metrics on stdout.
+            telemetry=os.environ.get("ROTATION_TELEMETRY", "off").strip().lower() or "off",
         )
         container = Container(settings, operator=operator)
         set_container(container)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from shared.lease import BlobLocker
     from shared.ports import Consumer, Notifier
     from shared.rotators.base import Rotator
+    from shared.telemetry import Telemetry
     from shared.vault import KeyVaultStore
 
 
@@ -33,10 +34,12 @@ class Container:
         *,
         operator: OperatorConfig | None = None,
         after_step: StepHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._operator = operator
         self._after_step = after_step
+        self._telemetry = telemetry
         self._credential: AsyncTokenCredential | None = None
         self._stores: dict[str, KeyVaultStore] = {}
         self._locker: BlobLocker | None = None
@@ -60,6 +63,22 @@ class Container:
         if self._operator is None:
             self._operator = OperatorConfig.load(self.settings.config_file, os.environ)
         return self._operator
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """The process-wide telemetry (shared/telemetry.py); off unless configured."""
+        if self._telemetry is None:
+            from shared.telemetry import configure
+
+            self._telemetry = configure(self.settings)
+        return self._telemetry
+
+    async def flush_telemetry(self) -> None:
+        """Export an invocation's spans and metrics before it ends: an idle instance may be frozen."""
+        if self.telemetry.enabled:
+            import asyncio
+
+            await asyncio.to_thread(self.telemetry.flush)
 
     def credential(self) -> AsyncTokenCredential:
         if self._credential is None:
@@ -172,6 +191,7 @@ class Container:
                 notifier=self.notifier,
                 consumers_for=self.consumers_for,
                 after_step=self._after_step,
+                telemetry=self.telemetry,
             )
         return self._engine
 

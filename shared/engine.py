@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     LeaseNotNeeded,
@@ -76,6 +76,9 @@ from shared.ports import (
 from shared.rotators.base import LivenessRotator, RotationContext, Rotator, SingleCredentialRotator
 from shared.settings import Settings
 from shared.validation import same_version
+
+if TYPE_CHECKING:
+    from shared.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +241,7 @@ class RotationEngine:
         consumers_for: ConsumersFor | None = None,
         clock: Callable[[], datetime] = utcnow,
         after_step: StepHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._operator = operator
@@ -248,6 +252,11 @@ class RotationEngine:
         self._consumers_for = consumers_for or (lambda name, tag: ())
         self._clock = clock
         self._after_step = after_step
+        if telemetry is None:
+            from shared.telemetry import NO_TELEMETRY  # not at import: cold start
+
+            telemetry = NO_TELEMETRY
+        self._telemetry = telemetry
 
     # ----------------------------------------------------------------- public
 
@@ -255,7 +264,14 @@ class RotationEngine:
         """Handle one request: rotate if due, resume an unfinished rotation, or skip.
 
         When nothing is due, the value the vault serves is checked downstream
-        (rotators with a liveness check) and repaired under the lease if refused."""
+        (rotators with a liveness check) and repaired under the lease if refused.
+        Traced as one ``rotation`` span with a child per step (shared/telemetry.py)."""
+        with self._telemetry.rotation(vault=req.vault, secret=req.secret_name, trigger=str(req.trigger)):
+            outcome = await self._run(req)
+            self._telemetry.finished(outcome)
+            return outcome
+
+    async def _run(self, req: RotationRequest) -> Outcome:
         store = self._stores(req.vault)
         # A name no rule of the operator file could manage is refused before the vault is asked, and a
         # missing secret answers the same: a caller learns nothing about secrets the app does not manage.
@@ -351,6 +367,7 @@ class RotationEngine:
         policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
         if policy is None:
             raise NotManaged(f"no managed secret named {name}")
+        self._telemetry.annotate(rotator=self._kind(policy) or policy.kind)
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)
@@ -424,7 +441,9 @@ class RotationEngine:
     # --------------------------------------------------------------- rotation
 
     async def _step(self, step: Step, req: RotationRequest, timings: dict[str, float], started: float) -> None:
-        timings[step.value] = round((time.perf_counter() - started) * 1000, 2)
+        elapsed = time.perf_counter() - started
+        timings[step.value] = round(elapsed * 1000, 2)
+        self._telemetry.step(step.value, elapsed)
         if self._after_step is not None:
             await self._after_step(step, req)
 
@@ -469,6 +488,7 @@ class RotationEngine:
         ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store))
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
+        self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
         log.info("rotation started", extra=extra)
         single = self._single_credential(rotator, ctx)
 
@@ -539,6 +559,7 @@ class RotationEngine:
         )
         committed = SecretVersion(properties=props, value=new.value)
         await self._step(Step.COMMIT, req, timings, t)
+        self._telemetry.annotate(version=props.version)
         log.info("rotation committed", extra={**extra, "version": props.version})
         if single:
             await self._clear_intent(store, req)
@@ -759,6 +780,7 @@ class RotationEngine:
             ]
             missing = [c.consumer for c in result.consumers if not c.ok]
             acked = len(result.consumers) - len(missing)
+            self._telemetry.notified(acked, len(missing))
             tags[Tag.STATE] = State.NOTIFIED
             tags[Tag.ACKS] = f"{acked}/{len(result.consumers)}"
             if missing:
@@ -776,6 +798,7 @@ class RotationEngine:
             ready, why = (True, "emergency") if revoke_now else self._retire_ready(rotator, policy, version, tags)
             if not ready:
                 return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
+            self._telemetry.retiring(why, tags.get(Tag.PENDING))
             t = time.perf_counter()
             ctx = self._context(req, policy, version, rotation_id or "", self._clock(), reader or _RunReader(store))
             await self._fence(store, req, lease, version.properties.version)

@@ -134,6 +134,9 @@ class Settings:
     sweep_concurrency: int = 8
     config_file: str | None = None  # the operator file; default rotation.json beside function_app.py
 
+    telemetry: str = "off"  # auto (Azure Monitor when a connection string is set) | console | off
+    appinsights_connection_string: str | None = None
+
     def __post_init__(self) -> None:
         """Refuse, when the settings are built (start-up), what cannot work: a lead inside Key Vault's
         near-expiry window, a consumer catalog whose HMAC keys have no vault to be read from."""
@@ -171,6 +174,8 @@ class Settings:
         "platform_auth_enabled": "WEBSITE_AUTH_ENABLED",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
         "config_file": "ROTATION_CONFIG_FILE",
+        "telemetry": "ROTATION_TELEMETRY",
+        "appinsights_connection_string": "APPLICATIONINSIGHTS_CONNECTION_STRING",
     }
 
     @classmethod
@@ -208,6 +213,9 @@ class Settings:
         schema = (get("eventgrid_schema") or "eventgrid").lower()
         if schema not in {"eventgrid", "cloudevents"}:
             raise ConfigurationError(f"{n['eventgrid_schema']} must be 'eventgrid' or 'cloudevents'")
+        telemetry = (get("telemetry") or "auto").lower()
+        if telemetry not in {"auto", "console", "off"}:
+            raise ConfigurationError(f"{n['telemetry']} must be 'auto', 'console' or 'off'")
         consumers = _json(get("consumers"), n["consumers"]) or {}
         if not isinstance(consumers, dict):
             raise ConfigurationError(f"{n['consumers']} must be a JSON object (see docs/consumers.md)")
@@ -246,6 +254,8 @@ class Settings:
             platform_auth_enabled=(get("platform_auth_enabled") or "").lower() == "true",
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
             config_file=get("config_file") or None,
+            telemetry=telemetry,
+            appinsights_connection_string=get("appinsights_connection_string") or None,
         )
 
     def vault_url(self, vault: str) -> str:

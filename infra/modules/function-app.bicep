@@ -1,4 +1,4 @@
-// Flex Consumption plan + Python 3.11 function app with a system-assigned
+// Flex Consumption plan + Python function app (3.11, 3.12 or 3.13) with a system-assigned
 // identity. The host talks to its storage account with that identity
 // (AzureWebJobsStorage__credential = managedidentity, no connection string)
 // and the deployment package container is reached the same way.
@@ -42,6 +42,14 @@ param zoneRedundant bool = false
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Python version the app runs on. Flex Consumption offers 3.10-3.13 (3.14 in preview); the app supports 3.11, 3.12 and 3.13, and requirements.txt is locked for each (README, "Python versions").')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.11'
 
 @description('App role HTTP callers must hold (ROTATION_REQUIRED_ROLE). Non-empty turns on App Service Authentication with Microsoft Entra ID; empty leaves it off (function keys only).')
 param requiredRole string = ''
@@ -116,7 +124,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
   }

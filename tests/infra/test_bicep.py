@@ -263,7 +263,7 @@ def test_function_app_receives_the_settings() -> None:
 # ----------------------------------------------------------------- function app
 
 
-def test_function_app_is_flex_consumption_python_311_with_system_identity() -> None:
+def test_function_app_is_flex_consumption_python_with_system_identity() -> None:
     path = MODULES / "function-app.bicep"
     plan = only_resource(path, "Microsoft.Web/serverfarms")
     assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
@@ -275,7 +275,8 @@ def test_function_app_is_flex_consumption_python_311_with_system_identity() -> N
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
     assert props["siteConfig"]["ftpsState"] == "Disabled"
     config = props["functionAppConfig"]
-    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    # The version is the pythonVersion parameter (tests/build/test_python_versions.py).
+    assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
     storage = config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {"type": "SystemAssignedIdentity"}
