@@ -141,6 +141,9 @@ OTHER_FAILURES = [
     ("`single`: worker dies between intent, apply and commit", "the next invocation commits the live value from "
      "the durable intent, or drops an intent that was never applied",
      "test_liveness.py::test_single_strategy_recovers_from_its_durable_intent_without_a_second_password_change"),
+    ("`single`: the vault write fails (403) after apply", "the redelivery commits the value already live from "
+     "the durable intent; one rotation",
+     "test_liveness.py::test_single_strategy_vault_write_refused_after_apply_is_finished_by_the_redelivery_with_the_live_value"),
 ]
 
 
