@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -39,7 +39,7 @@ from shared.errors import (
 )
 from shared.model import SecretVersion
 from shared.operator_config import OperatorConfig
-from shared.policy import Policy, carried_tags, resolve_policy
+from shared.policy import ROTATOR_RECORD_PREFIX, Policy, carried_tags, resolve_policy, rotator_record
 from shared.ports import (
     Consumer,
     Lease,
@@ -50,7 +50,7 @@ from shared.ports import (
     SecretReader,
     SecretStore,
 )
-from shared.rotators.base import RotationContext, Rotator
+from shared.rotators.base import RotationContext, Rotator, normalise_applied
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -292,10 +292,12 @@ class RotationEngine:
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)
-        if len(carried) + ESSENTIAL_RECORD_TAGS > MAX_TAGS:
+        rotator = self._rotators.get(self._kind(policy) or "")
+        needed = ESSENTIAL_RECORD_TAGS + (rotator.record_tags if rotator is not None else 0)
+        if len(carried) + needed > MAX_TAGS:
             raise PolicyError(
                 f"secret {name} carries {len(carried)} tags; recording a rotation needs "
-                f"{ESSENTIAL_RECORD_TAGS} of Key Vault's {MAX_TAGS}"
+                f"{needed} of Key Vault's {MAX_TAGS}"
             )
         return policy
 
@@ -360,6 +362,7 @@ class RotationEngine:
             options=dict(policy.options),
             secrets=_RunReader(store),
             target=policy.target,
+            expires_on=expires_on,
         )
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
@@ -369,7 +372,10 @@ class RotationEngine:
         new = await rotator.create(ctx)
         await self._step(Step.CREATE, req, timings, t)
         t = time.perf_counter()
-        await rotator.apply(ctx, new)
+        # A provider-generated credential (a regenerated key slot, an Entra password) comes back from apply,
+        # with a small record (slot, key id) that is persisted below for retire on a later invocation.
+        new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
+        ctx = replace(ctx, record=record)
         await self._step(Step.APPLY, req, timings, t)
         t = time.perf_counter()
         await rotator.verify(ctx, new)
@@ -388,6 +394,7 @@ class RotationEngine:
                 Tag.FROM: current.properties.version,
                 Tag.TRIGGER: str(req.trigger),
                 Tag.STATE: State.COMMITTED,
+                **{ROTATOR_RECORD_PREFIX + key: text for key, text in record.items()},
             }
         )
         for key, text in ((Tag.REASON, req.reason), (Tag.CALLER, req.caller)):
@@ -488,6 +495,9 @@ class RotationEngine:
                 options=dict(policy.options),
                 secrets=reader or _RunReader(store),
                 target=policy.target,
+                record=rotator_record(tags),
+                expires_on=version.properties.expires_on,
+                emergency=revoke_now,
             )
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
@@ -536,8 +546,7 @@ class RotationEngine:
     ) -> tuple[bool, str]:
         now = self._clock()
         rotated_at = parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
-        overlap_fn = getattr(rotator, "retire_overlap", None)
-        overlap: timedelta = overlap_fn(policy.options) if overlap_fn is not None else timedelta(0)
+        overlap = rotator.retire_overlap(policy.options)
         grace = timedelta(hours=self._settings.grace_period_hours)
         if now < rotated_at + overlap:
             return False, f"retirement waits for the overlap until {(rotated_at + overlap).isoformat()}"

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 OPTION_PREFIX = "rotation-"
 RECORD_PREFIX = "rotated-"
+ROTATOR_RECORD_PREFIX = "rotator-"  # what a rotator's apply recorded (key slot, key id); never policy
 POLICY_TAG = "rotation-policy"
 INTERVAL_TAG = "rotation-interval-days"
 VALIDITY_TAG = "rotation-validity-days"
@@ -198,5 +199,11 @@ def _tag_managed(name: str, pattern: TagManaged, rtags: Mapping[str, str], lead_
 
 
 def carried_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """Tags a new version inherits: policy and user tags, not the old record."""
-    return {k: v for k, v in tags.items() if not k.startswith(RECORD_PREFIX)}
+    """Tags a new version inherits: policy and user tags, not the old record (the engine's or the rotator's)."""
+    return {k: v for k, v in tags.items() if not k.lower().startswith((RECORD_PREFIX, ROTATOR_RECORD_PREFIX))}
+
+
+def rotator_record(tags: Mapping[str, str]) -> dict[str, str]:
+    """The record a rotator's apply left on a version, keys without the ``rotator-`` prefix."""
+    n = len(ROTATOR_RECORD_PREFIX)
+    return {k[n:]: v for k, v in tags.items() if k.startswith(ROTATOR_RECORD_PREFIX)}

@@ -107,6 +107,12 @@ class Settings:
     required_role: str | None = None
     sweep_concurrency: int = 8
     config_file: str | None = None  # the operator file; default rotation.json beside function_app.py
+    # Azure-managed credentials (key-slot and Entra rotators): the clouds' endpoints, overridable for the
+    # local doubles (azuredoubles/), whose certificate azure_ca_bundle then trusts.
+    arm_endpoint: str = "https://management.azure.com"
+    graph_endpoint: str = "https://graph.microsoft.com"
+    login_endpoint: str = "https://login.microsoftonline.com"
+    azure_ca_bundle: str | None = None
 
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "allowed_vaults": "ROTATION_ALLOWED_VAULTS",
@@ -135,6 +141,10 @@ class Settings:
         "required_role": "ROTATION_REQUIRED_ROLE",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
         "config_file": "ROTATION_CONFIG_FILE",
+        "arm_endpoint": "ROTATION_ARM_ENDPOINT",
+        "graph_endpoint": "ROTATION_GRAPH_ENDPOINT",
+        "login_endpoint": "ROTATION_LOGIN_ENDPOINT",
+        "azure_ca_bundle": "ROTATION_AZURE_CA_BUNDLE",
     }
 
     @classmethod
@@ -168,6 +178,14 @@ class Settings:
         schema = (get("eventgrid_schema") or "eventgrid").lower()
         if schema not in {"eventgrid", "cloudevents"}:
             raise ConfigurationError(f"{n['eventgrid_schema']} must be 'eventgrid' or 'cloudevents'")
+        endpoints: dict[str, str] = {}
+        for key, default in (("arm_endpoint", "https://management.azure.com"),
+                             ("graph_endpoint", "https://graph.microsoft.com"),
+                             ("login_endpoint", "https://login.microsoftonline.com")):
+            url = (get(key) or default).rstrip("/")
+            if not url.startswith("https://") or any(c in url[8:] for c in "/?#@"):
+                raise ConfigurationError(f"{n[key]} must be https://host[:port]")
+            endpoints[key] = url
         consumers = _json(get("consumers"), n["consumers"]) or {}
         if not isinstance(consumers, dict):
             raise ConfigurationError(f"{n['consumers']} must be a JSON object (see docs/consumers.md)")
@@ -202,6 +220,10 @@ class Settings:
             required_role=get("required_role") or None,
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
             config_file=get("config_file") or None,
+            arm_endpoint=endpoints["arm_endpoint"],
+            graph_endpoint=endpoints["graph_endpoint"],
+            login_endpoint=endpoints["login_endpoint"],
+            azure_ca_bundle=get("azure_ca_bundle") or None,
         )
 
     def vault_url(self, vault: str) -> str:

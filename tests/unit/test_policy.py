@@ -30,12 +30,13 @@ TEAM = with_patterns({"pattern": "team-*", "rotators": ["random", "jwt", "manual
 
 def test_the_shipped_operator_file_declares_the_standard_inventory() -> None:
     expected = {"jwt-signing-key": ("jwt", 30), "database-connection-string": ("postgres", 90),
-                "redis-password": ("redis", 90), "session-encryption-key": ("random", 90)}
+                "redis-password": ("redis", 90), "session-encryption-key": ("random", 90),
+                "azure-openai-api-key": ("key-slot", 90), "foundry-api-key": ("key-slot", 90),
+                "api-gateway-client-secret": ("entra-client-secret", 90)}
     for name, (kind, interval) in expected.items():
         entry = SHIPPED.entry(name)
         assert entry is not None and (entry.rotator, entry.interval_days) == (kind, interval)
-    for name in ("openai-api-key", "azure-openai-api-key", "foundry-api-key", "api-gateway-client-secret",
-                 "encryption-master-key"):
+    for name in ("openai-api-key", "encryption-master-key"):  # no key-creation API; data re-encryption
         entry = SHIPPED.entry(name)
         assert entry is not None and entry.manual
     assert len(SHIPPED.secrets) == 9
