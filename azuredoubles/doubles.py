@@ -38,9 +38,14 @@ APP = re.compile(r"^/v1\.0/applications/(?P<id>[^/]+?)(?:/(?P<op>addPassword|rem
 TOKEN = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
 
 
+GENERATED: list[str] = []  # every key and password the doubles ever made, for the tests' leak scan
+
+
 def new_key() -> str:
     """A provider-style key: 84 characters of base64 (Azure OpenAI keys are 32 hex, Redis 44 base64)."""
-    return base64.b64encode(secrets.token_bytes(63)).decode()
+    key = base64.b64encode(secrets.token_bytes(63)).decode()
+    GENERATED.append(key)
+    return key
 
 
 class DoubleError(Exception):
@@ -82,8 +87,9 @@ class RedisCache:
         host, port, user, password = self.node
         client = redis.Redis(host=host, port=port, username=user, password=password, socket_timeout=5)
         try:
-            client.execute_command("ACL",  # type: ignore[no-untyped-call] "SETUSER", "default", "on", "resetpass", f">{self.primary}",
-                                   f">{self.secondary}", "~*", "&*", "+@all")
+            args = ("SETUSER", "default", "on", "resetpass", f">{self.primary}", f">{self.secondary}",
+                    "~*", "&*", "+@all")
+            client.execute_command("ACL", *args)  # type: ignore[no-untyped-call]
         finally:
             client.close()
 
@@ -100,6 +106,7 @@ class EntraApp:
 
     def add(self, display_name: str | None, end: str | None) -> dict[str, Any]:
         text = secrets.token_urlsafe(30).replace("-", "~")[:40]
+        GENERATED.append(text)
         cred = {"customKeyIdentifier": None, "displayName": display_name, "endDateTime": end,
                 "hint": text[:3], "keyId": str(uuid.uuid4()), "secretText": text,
                 "startDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -405,9 +412,9 @@ class AzureDoubles:
         return 200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
                      "access_token": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
 
-    @staticmethod
-    def _data_plane(account: CognitiveAccount, method: str, path: str, query: dict[str, list[str]],
+    def _data_plane(self, account: CognitiveAccount, method: str, path: str, query: dict[str, list[str]],
                     headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        self._injected(path)
         key = headers.get("api-key", "")
         if not key or not any(secrets.compare_digest(key.encode(), k.encode()) for k in (account.key1, account.key2)):
             return 401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or "
@@ -417,4 +424,4 @@ class AzureDoubles:
         raise DoubleError(404, "NotFound", "no such data-plane route")
 
 
-__all__ = ["AzureDoubles", "CognitiveAccount", "EntraApp", "RedisCache", "Request", "new_key"]
+__all__ = ["GENERATED", "AzureDoubles", "CognitiveAccount", "EntraApp", "RedisCache", "Request", "new_key"]

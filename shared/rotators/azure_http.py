@@ -70,7 +70,6 @@ class AzureHttp:
                               headers=dict(headers or {}))
         try:
             response = await self._client.send_request(request)
-            await response.read()
         except AzureError as exc:
             raise DownstreamError(f"{what}: {type(exc).__name__}") from exc
         status = response.status_code

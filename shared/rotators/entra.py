@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
@@ -158,6 +158,7 @@ class EntraClientSecretRotator(RotatorDefaults):
             if status == 200 and isinstance(body, dict) and body.get("access_token"):
                 return
             code = body.get("error") if isinstance(body, dict) else None
+            code = code if isinstance(code, str) and code.isidentifier() else None
             if time.monotonic() + delay > deadline:
                 raise VerificationFailed(
                     f"application {target.client_id}: the new client secret was refused ({code or status})")
@@ -188,5 +189,3 @@ class EntraClientSecretRotator(RotatorDefaults):
                 await client.close()
         self._graph = self._login = None
 
-
-__all__ = ["DISPLAY_PREFIX", "EntraClientSecretRotator", "datetime"]
