@@ -80,6 +80,10 @@ class RedisCache:
     database: str | None = None
     primary: str = field(default_factory=new_key, repr=False)
     secondary: str = field(default_factory=new_key, repr=False)
+    issued: list[str] = field(default_factory=list, repr=False)  # every key this cache ever had
+
+    def __post_init__(self) -> None:
+        self.issued += [self.primary, self.secondary]
 
     def sync(self) -> None:
         import redis
@@ -369,6 +373,7 @@ class AzureDoubles:
                     if slot not in ("Primary", "Secondary"):
                         raise DoubleError(400, "InvalidRequestBody", "keyType must be Primary or Secondary")
                     setattr(cache, slot.lower(), new_key())
+                    cache.issued.append(getattr(cache, slot.lower()))
                     cache.sync()
                 return 200, cache.keys()
         raise DoubleError(404, "InvalidResourceType", "resource type not served by the double")
