@@ -274,6 +274,11 @@ class RotationEngine:
         generator = policy.generator
         return generator if generator is not None and generator in self._rotators else None
 
+    def _require_target(self, policy: Policy) -> None:
+        """A target whose ``${SETTING}`` placeholders are unset fails here, naming them, before anything runs."""
+        if policy.target is not None:
+            self._operator.target(policy.target.name)
+
     def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
         """Whether an unfinished rotation recorded on the current version can progress now."""
         tags = current.properties.tags
@@ -350,6 +355,7 @@ class RotationEngine:
         kind = self._kind(policy)
         assert kind is not None  # _decide refused a manual secret without a generator
         rotator = self._rotators[kind]
+        self._require_target(policy)
         rotation_id = uuid.uuid4().hex
         now = self._clock()
         expires_on = policy.new_expiry(now) if policy.validity_days else None
@@ -499,6 +505,7 @@ class RotationEngine:
                 expires_on=version.properties.expires_on,
                 emergency=revoke_now,
             )
+            self._require_target(policy)
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
                 return self._outcome("completed", f"retirement not done: {result_r.detail}", req, version,

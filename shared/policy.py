@@ -158,7 +158,9 @@ def _listed(
         raise _refuse(name, POLICY_TAG, f"the operator file declares rotator {entry.rotator} for this secret")
     consumers = rtags.get(CONSUMERS_TAG)
     source = "operator-file+tags" if rtags else "operator-file"
-    target = operator.target(entry.target) if entry.target else None
+    # Unchecked here: a target whose ${SETTING}s are unset is reported when a rotation needs it (the engine),
+    # so listing and status still work for the rest of the inventory.
+    target = operator.targets.get(entry.target) if entry.target else None
     if entry.manual:
         for tag in (INTERVAL_TAG, VALIDITY_TAG):
             if tag in rtags:

@@ -229,3 +229,15 @@ def test_the_shipped_file_parses_with_its_azure_targets_unset() -> None:
     with pytest.raises(ConfigurationError, match="ROTATION_AZURE_OPENAI_ENDPOINT"):
         shipped.target("azure-openai")
     assert operator_files.base_config()["secrets"]["openai-api-key"] == {"rotator": "manual"}
+
+
+async def test_an_unconfigured_shipped_target_fails_only_the_rotation_naming_its_settings(
+        emulator: KeyVaultEmulator, doubles: AzureDoubles, app: Container) -> None:
+    """The shipped azure-openai target's app settings are unset: status and plan still work, a rotation says
+    which settings are missing and touches nothing."""
+    emulator.put("azure-openai-api-key", "an-unconfigured-key-0123456789abcdef")
+    plan = await app.engine.run(RotationRequest(VAULT, "azure-openai-api-key", Trigger.HTTP, dry_run=True))
+    assert plan.status == "planned"
+    with pytest.raises(ConfigurationError, match="ROTATION_AZURE_OPENAI_ENDPOINT"):
+        await app.engine.run(http("azure-openai-api-key"))
+    assert len(emulator.versions("azure-openai-api-key")) == 1 and not doubles.requests

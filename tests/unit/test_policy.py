@@ -62,9 +62,14 @@ def test_a_downstream_secret_gets_its_target_from_the_operator_file_only() -> No
     assert (policy.target.name, policy.target.host) == ("app-postgres", "db.internal")
 
 
-def test_an_unset_placeholder_names_the_missing_app_setting() -> None:
+def test_an_unset_placeholder_names_the_missing_app_setting_when_a_rotation_needs_the_target() -> None:
+    """Status, plan and the sweep's listing still resolve the policy; the engine asks for the target
+    (``OperatorConfig.target``) before a rotation or retirement and that names the missing setting."""
+    operator = OperatorConfig.load(None, {})
+    policy = resolve_policy("database-connection-string", {}, operator, 30)
+    assert policy is not None and policy.target is not None and policy.target.unresolved
     with pytest.raises(ConfigurationError, match="ROTATION_POSTGRES_HOST"):
-        resolve_policy("database-connection-string", {}, OperatorConfig.load(None, {}), 30)
+        operator.target(policy.target.name)
 
 
 def test_an_unlisted_secret_is_not_managed_whatever_its_tags_say() -> None:
