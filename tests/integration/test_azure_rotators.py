@@ -241,3 +241,20 @@ async def test_an_unconfigured_shipped_target_fails_only_the_rotation_naming_its
     with pytest.raises(ConfigurationError, match="ROTATION_AZURE_OPENAI_ENDPOINT"):
         await app.engine.run(http("azure-openai-api-key"))
     assert len(emulator.versions("azure-openai-api-key")) == 1 and not doubles.requests
+
+
+async def test_emergency_kills_the_previous_key_slot_and_entra_password_at_once(
+        emulator: KeyVaultEmulator, azurite: Any, doubles: AzureDoubles) -> None:
+    """Leak response: even with a day of grace left, the previous credential stops working now."""
+    account = setup_cognitive(emulator, doubles)
+    entra = setup_entra(emulator, doubles)
+    leaked = {name: latest(emulator, name)[0] for name in ("azure-openai-api-key", "api-gateway-client-secret")}
+    slow = Container(make_settings(emulator, azurite, grace_period_hours=24.0, **settings_overrides(doubles)))
+    try:
+        for name in leaked:
+            await slow.engine.run(RotationRequest(VAULT, name, Trigger.EMERGENCY, reason="key leaked"))
+    finally:
+        await slow.aclose()
+    new_key, new_secret = (latest(emulator, name)[0] for name in leaked)
+    assert cognitive_works(account, new_key) and not cognitive_works(account, leaked["azure-openai-api-key"])
+    assert entra_works(entra, new_secret) and not entra_works(entra, leaked["api-gateway-client-secret"])
