@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import ssl
 import sys
@@ -199,6 +200,8 @@ def main() -> int:
             graph_endpoint=doubles.url,
             login_endpoint=doubles.url,
             azure_ca_bundle=doubles.ca_path,
+            # ROTATION_TELEMETRY=console make demo: the rotation's spans and metrics on stdout.
+            telemetry=os.environ.get("ROTATION_TELEMETRY", "off").strip().lower() or "off",
         )
         container = Container(settings, operator=operator)
         set_container(container)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from shared import validation
 from shared.errors import ConfigurationError
 from shared.rotators.registry import REGISTRY
 
@@ -54,11 +55,12 @@ TARGET_KINDS: Final = frozenset(t for spec in REGISTRY.values() for t in spec.ta
 
 # Key Vault raises SecretNearExpiry 30 days before `exp`, whatever the app thinks: a new version
 # valid for 30 days or less is born inside that window and the next event arrives at once.
-KEY_VAULT_NEAR_EXPIRY_DAYS: Final = 30
+# Both come from shared.validation, the one definition.
+KEY_VAULT_NEAR_EXPIRY_DAYS: Final = validation.KEY_VAULT_NEAR_EXPIRY_DAYS
 MAX_DAYS: Final = 3650
 
 ROLE_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-SECRET_NAME_RE: Final = re.compile(r"[0-9A-Za-z-]{1,127}")
+SECRET_NAME_RE: Final = validation.SECRET_NAME_RE
 PATTERN_RE: Final = re.compile(r"[0-9A-Za-z*?-]{1,127}")
 HOST_RE: Final = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"  # DNS name or IPv4
