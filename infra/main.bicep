@@ -25,6 +25,18 @@ param environmentName string
 @description('Region of everything but the Event Grid system topics, which live in their vault\'s region.')
 param location string = resourceGroup().location
 
+// One custom role per kind of rotated Azure resource, assigned on each resource only.
+module rotatorRoles 'modules/rotator-roles.bicep' = {
+  name: 'rotator-roles'
+  scope: resourceGroup(empty(rotatedResourcesResourceGroupName) ? resourceGroup().name : rotatedResourcesResourceGroupName)
+  params: {
+    functionPrincipalId: functionApp.outputs.principalId
+    cognitiveAccountNames: rotatedCognitiveAccountNames
+    redisCacheNames: rotatedRedisCacheNames
+    managedRedisClusterNames: rotatedManagedRedisClusterNames
+  }
+}
+
 // ---------------------------------------------------------------- vaults
 
 @minLength(1)
@@ -175,6 +187,18 @@ param sweepConcurrency int = 8
 
 @description('ROTATION_SWEEP_SCHEDULE: NCRONTAB schedule of the rotation_sweep timer (six fields, UTC).')
 param sweepSchedule string = '0 0 */6 * * *'
+
+@description('Azure OpenAI / AI Foundry accounts whose keys the app rotates (key-slot rotator; rotation.json targets).')
+param rotatedCognitiveAccountNames array = []
+
+@description('Azure Cache for Redis caches whose access keys the app rotates (key-slot rotator).')
+param rotatedRedisCacheNames array = []
+
+@description('Azure Managed Redis clusters whose default database access keys the app rotates (key-slot rotator).')
+param rotatedManagedRedisClusterNames array = []
+
+@description('Resource group of the resources above; empty: this one.')
+param rotatedResourcesResourceGroupName string = ''
 
 // ---------------------------------------------------------------- alerts (modules/alerts.bicep, README "Operating it")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.engine import RotationEngine, StepHook
@@ -136,18 +135,9 @@ class Container:
     @property
     def rotators(self) -> dict[str, Rotator]:
         if self._rotators is None:
-            from shared.rotators.jwt_key import JwtRotator
-            from shared.rotators.postgres import PostgresRotator
-            from shared.rotators.random_secret import RandomRotator
-            from shared.rotators.redis import RedisRotator
+            from shared.rotators.registry import Deps, build_rotators
 
-            lifetime = timedelta(seconds=self.settings.jwt_max_token_lifetime_seconds)
-            self._rotators = {
-                "random": RandomRotator(),
-                "jwt": JwtRotator(lifetime),
-                "postgres": PostgresRotator(),
-                "redis": RedisRotator(),
-            }
+            self._rotators = build_rotators(Deps(settings=self.settings, credential=self.credential))
         return self._rotators
 
     @property
@@ -204,6 +194,10 @@ class Container:
         closer = getattr(self._notifier, "close", None)
         if closer is not None:
             await closer()
+        for rotator in (self._rotators or {}).values():
+            rotator_closer = getattr(rotator, "aclose", None)  # rotators holding ARM/Graph clients
+            if rotator_closer is not None:
+                await rotator_closer()
         if self._credential is not None:
             await self._credential.close()
 

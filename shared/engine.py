@@ -44,7 +44,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,7 @@ from shared.errors import (
 )
 from shared.model import NewSecret, SecretVersion
 from shared.operator_config import OperatorConfig
-from shared.policy import Policy, carried_tags, resolve_policy
+from shared.policy import ROTATOR_RECORD_PREFIX, Policy, carried_tags, resolve_policy, rotator_record
 from shared.ports import (
     Consumer,
     Lease,
@@ -73,7 +73,13 @@ from shared.ports import (
     SecretReader,
     SecretStore,
 )
-from shared.rotators.base import LivenessRotator, RotationContext, Rotator, SingleCredentialRotator
+from shared.rotators.base import (
+    LivenessRotator,
+    RotationContext,
+    Rotator,
+    SingleCredentialRotator,
+    normalise_applied,
+)
 from shared.settings import Settings
 from shared.validation import same_version
 
@@ -352,6 +358,11 @@ class RotationEngine:
         generator = policy.generator
         return generator if generator is not None and generator in self._rotators else None
 
+    def _require_target(self, policy: Policy) -> None:
+        """A target whose ``${SETTING}`` placeholders are unset fails here, naming them, before anything runs."""
+        if policy.target is not None:
+            self._operator.target(policy.target.name)
+
     def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
         """Whether an unfinished rotation recorded on the current version can progress now."""
         tags = current.properties.tags
@@ -371,10 +382,12 @@ class RotationEngine:
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)
-        if len(carried) + ESSENTIAL_RECORD_TAGS > MAX_TAGS:
+        rotator = self._rotators.get(self._kind(policy) or "")
+        needed = ESSENTIAL_RECORD_TAGS + (rotator.record_tags if rotator is not None else 0)
+        if len(carried) + needed > MAX_TAGS:
             raise PolicyError(
                 f"secret {name} carries {len(carried)} tags; recording a rotation needs "
-                f"{ESSENTIAL_RECORD_TAGS} of Key Vault's {MAX_TAGS}"
+                f"{needed} of Key Vault's {MAX_TAGS}"
             )
         return policy
 
@@ -461,7 +474,8 @@ class RotationEngine:
             )
 
     def _context(self, req: RotationRequest, policy: Policy, current: SecretVersion | None, rotation_id: str,
-                 now: datetime, reader: SecretReader) -> RotationContext:
+                 now: datetime, reader: SecretReader, *, expires_on: datetime | None = None,
+                 record: Mapping[str, str] | None = None, emergency: bool = False) -> RotationContext:
         return RotationContext(
             vault=req.vault,
             secret_name=req.secret_name,
@@ -471,6 +485,9 @@ class RotationEngine:
             options=dict(policy.options),
             secrets=reader,
             target=policy.target,
+            record=dict(record or {}),
+            expires_on=expires_on,
+            emergency=emergency,
         )
 
     @staticmethod
@@ -483,9 +500,11 @@ class RotationEngine:
         kind = self._kind(policy)
         assert kind is not None  # _decide refused a manual secret without a generator
         rotator = self._rotators[kind]
+        self._require_target(policy)
         rotation_id = uuid.uuid4().hex
         now = self._clock()
-        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store))
+        expires_on = policy.new_expiry(now) if policy.validity_days else None
+        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store), expires_on=expires_on)
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
         self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
@@ -504,7 +523,10 @@ class RotationEngine:
             await self._step(Step.INTENT, req, timings, t)
         t = time.perf_counter()
         await self._fence(store, req, lease, current.properties.version)
-        await rotator.apply(ctx, new)
+        # A provider-generated credential (a regenerated key slot, an Entra password) comes back from apply,
+        # with a small record (slot, key id) that is persisted below for retire on a later invocation.
+        new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
+        ctx = replace(ctx, record=record)
         await self._step(Step.APPLY, req, timings, t)
         t = time.perf_counter()
         await rotator.verify(ctx, new)
@@ -544,6 +566,7 @@ class RotationEngine:
                 Tag.FROM: current.properties.version,
                 Tag.TRIGGER: trigger,
                 Tag.STATE: State.COMMITTED,
+                **{ROTATOR_RECORD_PREFIX + key: text for key, text in ctx.record.items()},
             }
         )
         for key, text in ((Tag.REASON, req.reason), (Tag.CALLER, req.caller)):
@@ -645,7 +668,9 @@ class RotationEngine:
             return None
         rotation_id = tags.get(Tag.ID) or uuid.uuid4().hex
         now = parse_time(tags.get(Tag.AT)) or self._clock()
-        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store))
+        self._require_target(policy)
+        expires_on = policy.new_expiry(now) if policy.validity_days else None
+        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store), expires_on=expires_on)
         new = NewSecret(value=intent.value, content_type=intent.properties.content_type or "text/plain")
         extra = self._log_extra(req, rotation_id)
         timings: dict[str, float] = {}
@@ -657,7 +682,8 @@ class RotationEngine:
                 return None
             log.warning("neither the served nor the intended value works; applying the intended one", extra=extra)
             await self._fence(store, req, lease, current.properties.version)
-            await rotator.apply(ctx, new)
+            new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
+            ctx = replace(ctx, record=record)
         await rotator.verify(ctx, new)
         log.warning("completing a rotation whose worker stopped after apply, with the value already live",
                     extra=extra)
@@ -800,7 +826,10 @@ class RotationEngine:
                 return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
             self._telemetry.retiring(why, tags.get(Tag.PENDING))
             t = time.perf_counter()
-            ctx = self._context(req, policy, version, rotation_id or "", self._clock(), reader or _RunReader(store))
+            ctx = self._context(req, policy, version, rotation_id or "", self._clock(), reader or _RunReader(store),
+                                expires_on=version.properties.expires_on, record=rotator_record(tags),
+                                emergency=revoke_now)
+            self._require_target(policy)
             await self._fence(store, req, lease, version.properties.version)
             if isinstance(rotator, LivenessRotator) and not await rotator.check(ctx, version.value):
                 # Never retire the last working credential: the value being kept must work first.
@@ -856,8 +885,7 @@ class RotationEngine:
     ) -> tuple[bool, str]:
         now = self._clock()
         rotated_at = parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
-        overlap_fn = getattr(rotator, "retire_overlap", None)
-        overlap: timedelta = overlap_fn(policy.options) if overlap_fn is not None else timedelta(0)
+        overlap = rotator.retire_overlap(policy.options)
         grace = timedelta(hours=self._settings.grace_period_hours)
         if now < rotated_at + overlap:
             return False, f"retirement waits for the overlap until {(rotated_at + overlap).isoformat()}"

@@ -133,6 +133,12 @@ class Settings:
     platform_auth_enabled: bool = False
     sweep_concurrency: int = 8
     config_file: str | None = None  # the operator file; default rotation.json beside function_app.py
+    # Azure-managed credentials (key-slot and Entra rotators): the clouds' endpoints, overridable for the
+    # local doubles (azuredoubles/), whose certificate azure_ca_bundle then trusts.
+    arm_endpoint: str = "https://management.azure.com"
+    graph_endpoint: str = "https://graph.microsoft.com"
+    login_endpoint: str = "https://login.microsoftonline.com"
+    azure_ca_bundle: str | None = None
 
     telemetry: str = "off"  # auto (Azure Monitor when a connection string is set) | console | off
     appinsights_connection_string: str | None = None
@@ -174,6 +180,10 @@ class Settings:
         "platform_auth_enabled": "WEBSITE_AUTH_ENABLED",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
         "config_file": "ROTATION_CONFIG_FILE",
+        "arm_endpoint": "ROTATION_ARM_ENDPOINT",
+        "graph_endpoint": "ROTATION_GRAPH_ENDPOINT",
+        "login_endpoint": "ROTATION_LOGIN_ENDPOINT",
+        "azure_ca_bundle": "ROTATION_AZURE_CA_BUNDLE",
         "telemetry": "ROTATION_TELEMETRY",
         "appinsights_connection_string": "APPLICATIONINSIGHTS_CONNECTION_STRING",
     }
@@ -213,6 +223,14 @@ class Settings:
         schema = (get("eventgrid_schema") or "eventgrid").lower()
         if schema not in {"eventgrid", "cloudevents"}:
             raise ConfigurationError(f"{n['eventgrid_schema']} must be 'eventgrid' or 'cloudevents'")
+        endpoints: dict[str, str] = {}
+        for key, default in (("arm_endpoint", "https://management.azure.com"),
+                             ("graph_endpoint", "https://graph.microsoft.com"),
+                             ("login_endpoint", "https://login.microsoftonline.com")):
+            url = (get(key) or default).rstrip("/")
+            if not url.startswith("https://") or any(c in url[8:] for c in "/?#@"):
+                raise ConfigurationError(f"{n[key]} must be https://host[:port]")
+            endpoints[key] = url
         telemetry = (get("telemetry") or "auto").lower()
         if telemetry not in {"auto", "console", "off"}:
             raise ConfigurationError(f"{n['telemetry']} must be 'auto', 'console' or 'off'")
@@ -254,6 +272,10 @@ class Settings:
             platform_auth_enabled=(get("platform_auth_enabled") or "").lower() == "true",
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
             config_file=get("config_file") or None,
+            arm_endpoint=endpoints["arm_endpoint"],
+            graph_endpoint=endpoints["graph_endpoint"],
+            login_endpoint=endpoints["login_endpoint"],
+            azure_ca_bundle=get("azure_ca_bundle") or None,
             telemetry=telemetry,
             appinsights_connection_string=get("appinsights_connection_string") or None,
         )
