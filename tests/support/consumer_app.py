@@ -63,8 +63,11 @@ class ServerThread:
     thread starts, so the port is known and never raced for.
     """
 
-    def __init__(self, app: Any, *, tls: trustme.LeafCert | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: Any, *, tls: trustme.LeafCert | None = None, host: str = "127.0.0.1", lifespan: str = "off"
+    ) -> None:
         self._app = app
+        self._lifespan = lifespan
         self._tls = tls
         self.host = host
         self._server: uvicorn.Server | None = None
@@ -98,7 +101,7 @@ class ServerThread:
             self._app,
             log_config=None,  # uvicorn's dictConfig would close every handler, the leak scan's included
             log_level="warning",
-            lifespan="off",
+            lifespan=self._lifespan,  # "on": the app's clients live and close in the server's own loop
             access_log=False,
             timeout_graceful_shutdown=1,
             backlog=512,

@@ -249,7 +249,11 @@ class RefreshASGIApp:
                        send: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             return
-        if scope["path"] != self.path:
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted: ASGI paths include the mount point
+            path = path[len(root) :] or "/"
+        if path != self.path:
             await _send(send, _answer(404, {"error": "not found"}))
             return
         if scope["method"] != "POST":
@@ -302,5 +306,8 @@ def fastapi_router(endpoint: RefreshEndpoint, path: str = REFRESH_PATH) -> Any:
         answer = await endpoint.handle(request.headers, b"".join(chunks))
         return JSONResponse(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
+    # Real objects, not the strings ``from __future__ import annotations`` leaves:
+    # FastAPI resolves them in module globals, where these local imports are not.
+    refresh.__annotations__ = {"request": Request, "return": JSONResponse}
     router.add_api_route(path, refresh, methods=["POST"], response_model=None, include_in_schema=False)
     return router
