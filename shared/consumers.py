@@ -38,9 +38,23 @@ has exactly these fields:
     The application ID URI of the consumer, e.g. ``api://bridge``; the token
     is requested for ``<audience>/.default``.
 ``hmacSecret`` (required for, and only allowed with, ``hmac``)
-    The *name* of the Key Vault secret holding the shared HMAC key; never the
-    key itself. Unknown fields are refused for exactly that reason: a typo such
-    as ``hmacKey`` with a literal key must fail loudly instead of being ignored.
+    The *name* of the Key Vault secret holding the Standard Webhooks signing
+    key (``whsec_...``); never the key itself. Unknown fields are refused for
+    exactly that reason: a typo such as ``hmacKey`` with a literal key must
+    fail loudly instead of being ignored.
+``maxCacheSeconds`` (optional, default 3600, 0 to 86400)
+    How long any instance of the service may keep serving a cached value.
+    A ping reaches *one* instance behind the service's load balancer, so
+    unless the acknowledgement covers every instance (below), the old
+    credential is retired no earlier than this long after the commit, and
+    never before it on the grace-period path either.
+``acknowledges`` (optional, ``"instance"`` default or ``"service"``)
+    ``"service"`` declares that the service fans the refresh out to its
+    instances and answers 2xx only once every live instance uses the new
+    version (``keyvault_rotation_kit`` with a fan-out answers
+    ``"coverage": "service"``). Only then does an acknowledgement retire the
+    old credential before ``maxCacheSeconds``; an answer without that
+    coverage counts as not acknowledged.
 
 ``secrets`` maps a Key Vault secret name (case-insensitive, as in Key Vault)
 to the list of catalog names that consume it. Every name must be in the
@@ -74,11 +88,14 @@ from shared.ports import Consumer
 SETTING = "ROTATION_CONSUMERS"
 TAG = "rotation-consumers"
 AUTH_KINDS = frozenset({"none", "entra", "hmac"})
+ACK_SCOPES = frozenset({"instance", "service"})
+DEFAULT_MAX_CACHE_SECONDS = 3600
+MAX_CACHE_SECONDS_LIMIT = 86400
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-_ALLOWED_FIELDS = frozenset({"url", "auth", "audience", "hmacSecret"})
+_ALLOWED_FIELDS = frozenset({"url", "auth", "audience", "hmacSecret", "maxCacheSeconds", "acknowledges"})
 _EMPTY_TAG_VALUES = frozenset({"", "none", "-"})
 
 
@@ -225,7 +242,14 @@ def _parse_consumer(name: object, entry: object) -> Consumer:
         hmac_secret = hmac_secret.strip()
     elif hmac_secret is not None:
         raise ConfigurationError(f"{where}.hmacSecret is only allowed when auth is 'hmac'")
-    return Consumer(name=name, url=url.strip(), auth=auth, audience=audience, hmac_secret=hmac_secret)
+    max_cache = entry.get("maxCacheSeconds", DEFAULT_MAX_CACHE_SECONDS)
+    if isinstance(max_cache, bool) or not isinstance(max_cache, int) or not 0 <= max_cache <= MAX_CACHE_SECONDS_LIMIT:
+        raise ConfigurationError(f"{where}.maxCacheSeconds must be a whole number from 0 to {MAX_CACHE_SECONDS_LIMIT}")
+    acknowledges = entry.get("acknowledges", "instance")
+    if not isinstance(acknowledges, str) or acknowledges.strip().lower() not in ACK_SCOPES:
+        raise ConfigurationError(f"{where}.acknowledges must be one of {sorted(ACK_SCOPES)}")
+    return Consumer(name=name, url=url.strip(), auth=auth, audience=audience, hmac_secret=hmac_secret,
+                    max_cache_seconds=max_cache, acknowledges=acknowledges.strip().lower())
 
 
 def _check_url(url: str, where: str) -> None:

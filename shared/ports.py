@@ -81,6 +81,10 @@ class Consumer:
     auth: str = "none"  # "none" | "entra" | "hmac"
     audience: str | None = None  # for entra
     hmac_secret: str | None = None  # name of the Key Vault secret holding the HMAC key
+    # How long an instance may serve a cached value; retirement waits this long
+    # after the commit unless the acknowledgement covers every instance.
+    max_cache_seconds: int = 3600
+    acknowledges: str = "instance"  # "instance" | "service" (the service fans out and confirms every instance)
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,17 @@ class HttpPingNotifier:
                 attempts=attempts,
                 error=f"version mismatch: consumer uses {reported!r}, expected {notice.version!r}",
             )
+        if consumer.acknowledges == "service" and _reported_coverage(answer) != "service":
+            # The catalog promises service-wide acknowledgements: one that does not
+            # say so may come from a single replica, so it cannot retire anything early.
+            return ConsumerResult(
+                consumer=consumer.name,
+                ok=False,
+                status=status,
+                acknowledged_version=reported,
+                attempts=attempts,
+                error='acknowledgement does not cover every instance (no "coverage": "service")',
+            )
         return ConsumerResult(
             consumer=consumer.name,
             ok=True,
@@ -413,6 +424,16 @@ def _reported_version(answer: bytes) -> str | None:
         if isinstance(version, str) and version:
             return version
     return None
+
+
+def _reported_coverage(answer: bytes) -> str | None:
+    """``"service"`` when the consumer says every live instance uses the new version."""
+    try:
+        parsed = json.loads(answer) if answer.strip() else None
+    except ValueError:
+        return None
+    coverage = parsed.get("coverage") if isinstance(parsed, dict) else None
+    return coverage if isinstance(coverage, str) else None
 
 
 def _retry_after(raw: str | None) -> float | None:

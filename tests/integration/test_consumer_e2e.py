@@ -62,7 +62,8 @@ async def consumer(emulator: KeyVaultEmulator) -> AsyncIterator[tuple[ConsumerAp
 
 def consumer_settings(emu: KeyVaultEmulator, azurite: Any, server: ConsumerServer, secret: str,
                       sink: EventGridSink | None = None, **more: Any) -> Any:
-    consumers = {"consumers": {"backend": {"url": server.url, "auth": "hmac", "hmacSecret": "consumer-hmac-key"}},
+    consumers = {"consumers": {"backend": {"url": server.url, "auth": "hmac", "hmacSecret": "consumer-hmac-key",
+                                           "acknowledges": "service"}},
                  "secrets": {secret: ["backend"]}}
     extra: dict[str, Any] = {"consumers": consumers, "ping_timeout_seconds": 2.0, "ping_attempts": 2}
     if sink is not None:

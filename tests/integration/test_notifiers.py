@@ -411,6 +411,25 @@ async def test_version_mismatch_is_not_an_acknowledgement(
     assert result.error == "version mismatch: consumer uses 'v1', expected 'v2'"
 
 
+async def test_a_service_wide_consumer_must_say_its_acknowledgement_covers_every_instance(
+    vault: FakeVault, notifier: HttpPingNotifier, servers: Callable[[ConsumerApp], ConsumerServer]
+) -> None:
+    """A catalog entry with acknowledges=service lets an ack retire early, so a per-instance answer is refused."""
+    one_replica = hmac_app(vault, coverage="instance")
+    whole = hmac_app(vault)
+    single, service = servers(one_replica), servers(whole)
+    per_instance, covered = await notifier.ping_all(NOTICE, [
+        Consumer("backend", single.url, "hmac", hmac_secret=HMAC_SECRET, acknowledges="service"),
+        Consumer("bridge", service.url, "hmac", hmac_secret=HMAC_SECRET, acknowledges="service"),
+    ])
+    assert (per_instance.ok, per_instance.status, per_instance.attempts) == (False, 200, 1)
+    assert per_instance.error == 'acknowledgement does not cover every instance (no "coverage": "service")'
+    assert covered.ok and covered.acknowledged_version == "v2"
+    # The default (acknowledges=instance) takes either answer; the engine then waits for the cache age.
+    [plain] = await notifier.ping_all(NOTICE, [Consumer("backend", single.url, "hmac", hmac_secret=HMAC_SECRET)])
+    assert plain.ok
+
+
 async def test_two_xx_without_a_version_is_an_acknowledgement(
     vault: FakeVault, notifier: HttpPingNotifier, servers: Callable[[ConsumerApp], ConsumerServer]
 ) -> None:

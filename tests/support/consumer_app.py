@@ -195,6 +195,7 @@ class ConsumerApp:
         bearer_tokens: Collection[str] = (),
         allow_anonymous: bool = False,
         cache_seconds: float = 3600.0,
+        coverage: str | None = "service",
     ) -> None:
         self._read_secret = read_secret
         self.secret_name = secret_name
@@ -202,6 +203,8 @@ class ConsumerApp:
         self._bearer_tokens = frozenset(bearer_tokens)
         self._allow_anonymous = allow_anonymous
         self._cache_seconds = cache_seconds
+        # One process is the whole service, so its acknowledgement covers every instance.
+        self.coverage = coverage
         self._cache: _Cached | None = None
         self._lock = threading.Lock()
         self._pings: list[ReceivedPing] = []
@@ -285,7 +288,8 @@ class ConsumerApp:
             return self._answer(ping, JSONResponse({"error": "not my secret"}, status_code=404))
         self.clear_cache()
         _, version = await self.secret()
-        return self._answer(ping, JSONResponse({"version": version}))
+        answer = {"version": version} if self.coverage is None else {"version": version, "coverage": self.coverage}
+        return self._answer(ping, JSONResponse(answer))
 
     async def _version(self, request: Request) -> Response:
         return JSONResponse({"version": self.cached_version})
