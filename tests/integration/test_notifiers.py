@@ -450,14 +450,14 @@ async def test_fan_out_is_concurrent(
     server = servers(app)
     consumers = [Consumer(f"replica-{i}", f"{server.url}?n={i}", "hmac", hmac_secret=HMAC_SECRET) for i in range(100)]
 
-    started = time.monotonic()
     results = await notifier.ping_all(NOTICE, consumers)
-    elapsed = time.monotonic() - started
 
     assert [r.consumer for r in results] == [c.name for c in consumers]
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
     assert len(app.pings) == 100
-    assert elapsed < 2.0, f"100 pings of 0.1 s took {elapsed:.2f} s"
+    # Concurrency shown by overlap, not by a wall-clock bound a loaded machine can miss:
+    # a sequential fan-out would never hold two pings at once.
+    assert app.max_in_flight >= 10, app.max_in_flight
     assert vault.gets.count(HMAC_SECRET) == 1
 
 

@@ -210,6 +210,8 @@ class ConsumerApp:
         self._pings: list[ReceivedPing] = []
         self._fail_queue: deque[int] = deque()
         self.delay_seconds = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0  # most pings held in their delay at once: proof of concurrency, not a timing
         self.down = False
         self.reads = 0
         self.app = Starlette(
@@ -272,7 +274,14 @@ class ConsumerApp:
             self._pings.append(ping)
             failure = self._fail_queue.popleft() if self._fail_queue else None
         if self.delay_seconds:
-            await asyncio.sleep(self.delay_seconds)
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay_seconds)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
         if self.down:
             return self._answer(ping, Response("down", status_code=503))
         if failure is not None:
