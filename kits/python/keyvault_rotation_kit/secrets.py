@@ -199,8 +199,10 @@ class CachedSecretClient:
         except HttpResponseError as exc:
             raise SecretUnavailable(f"could not list versions of secret {name!r} (HTTP {exc.status_code})") from exc
         epoch = datetime.min.replace(tzinfo=UTC)
-        props.sort(key=lambda p: p.created_on or epoch, reverse=True)
-        for item in props[: max(0, limit - 1)]:
+        # Newest first; versions created within the same second keep the
+        # listing's order reversed (Key Vault lists them oldest first).
+        ordered = sorted(enumerate(props), key=lambda ip: (ip[1].created_on or epoch, ip[0]), reverse=True)
+        for _, item in ordered[: max(0, limit - 1)]:
             try:
                 secret = await self._client.get_secret(name, item.version)
             except HttpResponseError:
