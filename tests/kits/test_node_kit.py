@@ -44,7 +44,7 @@ def test_node_kit_suite_passes_on_the_emulator_and_real_postgres_and_redis(
     npm = shutil.which("npm")
     if npm is None or not (KIT / "node_modules").is_dir():
         pytest.fail("kits/node dependencies are missing: run scripts/bootstrap.sh (npm ci)")
-    result = subprocess.run(  # noqa: S603 - fixed command, our own package
+    result = subprocess.run(
         [npm, "test", "--silent"], cwd=KIT, env=node_env(emulator, postgres_server, redis_server),
         capture_output=True, text=True, timeout=300, check=False,
     )
