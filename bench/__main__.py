@@ -34,9 +34,11 @@ from kvemulator import KeyVaultEmulator
 from shared.container import Container
 from shared.engine import RotationRequest, Trigger
 from shared.inventory import plan
+from shared.operator_config import OperatorConfig
 from shared.rotators.postgres import generate_password
 from shared.settings import Settings
 from tests.support.consumer_app import ConsumerApp, ConsumerServer
+from tests.support.operator_files import base_config
 from tests.support.services import Azurite, PostgresServer
 
 VAULT = "kv-bench"
@@ -84,6 +86,15 @@ async def side_by_side(rounds: int, subject: Callable[[], Awaitable[Any]], floor
     return ratios, s_ms, f_ms
 
 
+def operator_for(secrets: dict[str, Any] | None = None, targets: dict[str, Any] | None = None) -> OperatorConfig:
+    """The shipped operator file, ``*`` open to tag-managed random/jwt secrets, plus the bench's own targets."""
+    data = base_config()
+    data["adminSecrets"].append("pg-admin")
+    data["targets"].update(targets or {})
+    data["secrets"].update(secrets or {})
+    return OperatorConfig.from_mapping(data)
+
+
 def settings_for(emu: KeyVaultEmulator, azurite: Azurite, **more: Any) -> Settings:
     return Settings(allowed_vaults=(VAULT,), default_vault=VAULT, vault_url_overrides={VAULT: emu.url},
                     vault_ca_bundle=emu.ca_path, vault_verify_challenge_resource=False, vault_credential="emulator",
@@ -104,17 +115,20 @@ async def b1_rotation(rounds: int, emu: KeyVaultEmulator, azurite: Azurite, pg: 
                                                                                    sql.Identifier(owner)))
             conn.execute(sql.SQL("ALTER ROLE {} SET ROLE {}").format(sql.Identifier(role), sql.Identifier(owner)))
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(blue), sql.Literal(initial)))
-    tags = {"rotation-policy": "postgres", "rotation-interval-days": "90", "rotation-admin-secret": "pg-admin",
-            "rotation-roles": f"{blue},{green}", "rotation-owner-role": owner}
+    operator = operator_for(
+        targets={"bench-db": {"kind": "postgres", "host": pg.host, "port": pg.port, "database": "postgres",
+                              "adminSecret": "pg-admin", "roles": [blue, green], "ownerRole": owner}},
+        secrets={"db": {"rotator": "postgres", "target": "bench-db", "intervalDays": 90}},
+    )
     emu.put("pg-admin", pg.admin_dsn)
-    emu.put("db", pg.dsn(blue, initial), tags=tags)
+    emu.put("db", pg.dsn(blue, initial))
     emu.put("db-floor", pg.dsn(blue, initial))
     app = ConsumerApp(_no_read, secret_name="db", allow_anonymous=True)
     floor_app = ConsumerApp(_no_read, secret_name="db-floor", allow_anonymous=True)
     with ConsumerServer(app) as server, ConsumerServer(floor_app) as floor_server:
         consumers = {"consumers": {"svc": {"url": server.url, "auth": "none", "acknowledges": "service"}},
                      "secrets": {"db": ["svc"]}}
-        container = Container(settings_for(emu, azurite, consumers=consumers))
+        container = Container(settings_for(emu, azurite, consumers=consumers), operator=operator)
         client = emu.async_secret_client()
         session = aiohttp.ClientSession()
         state = {"role": blue}
@@ -163,7 +177,7 @@ async def _no_read(name: str) -> tuple[str, str]:
 async def b2_duplicate(rounds: int, emu: KeyVaultEmulator, azurite: Azurite) -> Figure:
     emu.put("jwt-signing-key", "bench-initial-jwt-signing-key-0123456789abcdef")
     old = str(emu.latest("jwt-signing-key")["version"])
-    container = Container(settings_for(emu, azurite))
+    container = Container(settings_for(emu, azurite), operator=operator_for())
     event = {"id": str(uuid.uuid4()), "eventType": "Microsoft.KeyVault.SecretNearExpiry", "subject": "jwt-signing-key",
              "topic": f"/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{VAULT}",
              "data": {"VaultName": VAULT, "ObjectType": "Secret", "ObjectName": "jwt-signing-key", "Version": old}}
@@ -223,7 +237,7 @@ async def b4_sweep(rounds: int, emu: KeyVaultEmulator, azurite: Azurite) -> Figu
     for i in range(10_000):
         tags = {"rotation-policy": "random", "rotation-interval-days": "30"} if i % 10 == 0 else None
         emu.put(f"bulk-{i:05d}", "x" * 16, tags=tags)
-    container = Container(settings_for(emu, azurite))
+    container = Container(settings_for(emu, azurite), operator=operator_for())
     client = emu.async_secret_client()
 
     async def subject() -> None:

@@ -53,6 +53,7 @@ ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims
 _ROTATE_FIELDS: Mapping[str, type] = {
     "vault": str,
     "force": bool,
+    "emergency": bool,
     "dryRun": bool,
     "reason": str,
     "expectedVersion": str,
@@ -211,10 +212,13 @@ async def handle_rotate(req: func.HttpRequest, container: Container) -> func.Htt
         name = _secret_name(req)
         body = parse_rotate_body(req.get_body() or b"")
         vault = _vault(container, body.get("vault"))
+        emergency = bool(body.get("emergency", False))
+        if emergency and body.get("dryRun"):
+            raise InvalidRequest("emergency and dryRun exclude each other")
         request = RotationRequest(
             vault=vault,
             secret_name=name,
-            trigger=Trigger.HTTP,
+            trigger=Trigger.EMERGENCY if emergency else Trigger.HTTP,
             expected_version=body.get("expectedVersion"),
             force=bool(body.get("force", False)),
             dry_run=bool(body.get("dryRun", False)),
@@ -224,8 +228,10 @@ async def handle_rotate(req: func.HttpRequest, container: Container) -> func.Htt
         outcome = await container.engine.run(request)
     except Exception as exc:
         return error_response(exc)
-    log.info(
-        "http rotate: %s",
+    log.log(
+        logging.WARNING if request.trigger == Trigger.EMERGENCY else logging.INFO,
+        "http rotate%s: %s",
+        " (EMERGENCY: previous credential revoked at once)" if request.trigger == Trigger.EMERGENCY else "",
         outcome.status,
         extra={"vault": outcome.vault, "secret": outcome.secret_name, "rotation_id": outcome.rotation_id,
                "caller": principal.caller, "dry_run": request.dry_run, "force": request.force},

@@ -1,30 +1,42 @@
-"""`make demo`: the main job on embedded defaults, end to end, in seconds.
+"""`make demo`: the standard inventory rotated end to end, in seconds.
 
-Starts the project's Key Vault emulator seeded with the standard inventory
-(``jwt-signing-key`` near expiry) and Azurite for the rotation lease, delivers
-a ``Microsoft.KeyVault.SecretNearExpiry`` event to the Event Grid function
-exactly as the Functions worker would, and prints what was rotated. No value
-is ever printed.
+Starts the project's Key Vault emulator seeded with the standard inventory,
+a PostgreSQL (SCRAM passwords) and a Redis (ACL passwords) of its own, and
+Azurite for the rotation lease. The app runs with the *shipped* operator file
+(``rotation.json``), its ``${...}`` placeholders filled with the local
+servers' addresses exactly as app settings fill them in Azure (and TLS off
+for the local Redis). The four rotating secrets are near expiry; a
+``Microsoft.KeyVault.SecretNearExpiry`` event is delivered for each to the
+Event Grid function exactly as the Functions worker would, and the table shows
+what was rotated and that each new value works. No value is ever printed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
 
 import azure.functions as func
+import psycopg
+import redis
+from psycopg import sql
 
 from functions.event_grid import rotate_on_event
 from kvemulator import KeyVaultEmulator, seed_standard
+from kvemulator.seed import SecretSpec, standard_inventory
 from shared.container import Container, set_container
+from shared.operator_config import DEFAULT_FILE, OperatorConfig
 from shared.policy import resolve_policy
 from shared.settings import Settings
-from tests.support.services import Azurite
+from tests.support.services import Azurite, PostgresServer, RedisServer
 
 VAULT = "kv-demo"
+ROTATING = ("jwt-signing-key", "database-connection-string", "redis-password", "session-encryption-key")
 
 
 def _fmt(ts: object) -> str:
@@ -33,13 +45,51 @@ def _fmt(ts: object) -> str:
     return "-"
 
 
-def _idle_state(name: str, tags: dict[str, str] | None) -> str:
-    policy = resolve_policy(name, tags or {}, 30)
+def _idle_state(name: str, tags: dict[str, str] | None, operator: OperatorConfig) -> str:
+    policy = resolve_policy(name, tags or {}, operator, 30)
     return "manual only" if policy is not None and policy.manual else "not due"
 
 
-async def _deliver(emu: KeyVaultEmulator, versions: dict[str, str]) -> None:
-    name = "jwt-signing-key"
+def _downstream(pg: PostgresServer, rs: RedisServer) -> dict[str, str]:
+    """The roles and the ACL user the shipped rotation.json names, with a first password each."""
+    pg_password, redis_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    with psycopg.connect(pg.admin_dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE app_owner NOLOGIN")
+        for role in ("app_blue", "app_green"):
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN INHERIT IN ROLE app_owner").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("ALTER ROLE {} SET role = app_owner").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER ROLE app_blue PASSWORD {}").format(sql.Literal(pg_password)))
+    client = rs.client()
+    client.execute_command("ACL", "SETUSER", "app", "on", f">{redis_password}", "~*", "&*", "+@all")
+    client.close()
+    return {
+        "database-connection-string": pg.dsn("app_blue", pg_password),
+        "redis-password": redis_password,
+        "postgres-admin-connection-string": pg.admin_dsn,
+        "redis-admin-connection-string": f"redis://{rs.admin_user}:{rs.admin_password}@{rs.host}:{rs.port}/0",
+    }
+
+
+def _works(name: str, value: str, rs: RedisServer) -> str:
+    if name == "database-connection-string":
+        try:
+            psycopg.connect(value, connect_timeout=3).close()
+        except psycopg.OperationalError:
+            return "REFUSED"
+        return "logs in"
+    if name == "redis-password":
+        client = redis.Redis(host=rs.host, port=rs.port, username="app", password=value, socket_timeout=3)
+        try:
+            client.ping()
+        except redis.RedisError:
+            return "REFUSED"
+        finally:
+            client.close()
+        return "AUTH ok"
+    return "-"
+
+
+async def _deliver(emu: KeyVaultEmulator, versions: dict[str, str], name: str) -> None:
     version = versions[name]
     event = func.EventGridEvent(
         id=str(uuid.uuid4()),
@@ -58,9 +108,27 @@ async def _deliver(emu: KeyVaultEmulator, versions: dict[str, str]) -> None:
 
 def main() -> int:
     started = time.perf_counter()
-    with KeyVaultEmulator(vault_name=VAULT) as emu, Azurite() as azurite:
-        versions = seed_standard(emu, near_expiry=("jwt-signing-key",))
-        print(f"emulator {emu.url} seeded with {len(versions)} secrets; Azurite on {azurite.blob_endpoint}")
+    with (KeyVaultEmulator(vault_name=VAULT) as emu, Azurite() as azurite, PostgresServer() as pg,
+          RedisServer() as rs):
+        values = _downstream(pg, rs)
+        inventory = [
+            SecretSpec(spec.name, (lambda v=values[spec.name]: v), spec.expires_in_days, spec.content_type, spec.tags)
+            if spec.name in values else spec
+            for spec in standard_inventory()
+        ]
+        versions = seed_standard(emu, near_expiry=ROTATING, inventory=inventory)
+        for admin in ("postgres-admin-connection-string", "redis-admin-connection-string"):
+            emu.put(admin, values[admin])
+        print(f"emulator {emu.url} seeded with {len(versions)} secrets; Azurite on {azurite.blob_endpoint}; "
+              f"PostgreSQL on {pg.port}, Redis on {rs.port}")
+        shipped = json.loads(DEFAULT_FILE.read_text(encoding="utf-8"))
+        shipped["targets"]["app-redis"]["tls"] = False  # the local Redis has no TLS; Azure's does
+        operator = OperatorConfig.from_mapping(shipped, source="rotation.json", env={
+            "ROTATION_POSTGRES_HOST": pg.host,
+            "ROTATION_POSTGRES_DATABASE": "postgres",
+            "ROTATION_POSTGRES_PORT": str(pg.port),
+            "ROTATION_REDIS_NODES": f"{rs.host}:{rs.port}",
+        })
         settings = Settings(
             allowed_vaults=(VAULT,),
             default_vault=VAULT,
@@ -70,12 +138,13 @@ def main() -> int:
             vault_credential="emulator",
             storage_connection_string=azurite.connection_string,
         )
-        container = Container(settings)
+        container = Container(settings, operator=operator)
         set_container(container)
 
         async def run() -> None:
             try:
-                await _deliver(emu, versions)
+                for name in ROTATING:
+                    await _deliver(emu, versions, name)
             finally:
                 await container.aclose()
 
@@ -92,9 +161,10 @@ def main() -> int:
                 _fmt(latest["attributes"].get("exp")) if rotated else "-",
                 (latest.get("tags") or {}).get("rotated-state", "-")
                 if rotated
-                else _idle_state(name, latest.get("tags")),
+                else _idle_state(name, latest.get("tags"), operator),
+                _works(name, str(latest["value"]), rs) if rotated else "-",
             ))
-    header = ("secret", "old version", "new version", "new expiry (UTC)", "state")
+    header = ("secret", "old version", "new version", "new expiry (UTC)", "state", "new value")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()
     for row in [header, *rows]:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.engine import RotationEngine, StepHook
+from shared.operator_config import OperatorConfig
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,8 +27,15 @@ if TYPE_CHECKING:
 
 
 class Container:
-    def __init__(self, settings: Settings | None = None, *, after_step: StepHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        operator: OperatorConfig | None = None,
+        after_step: StepHook | None = None,
+    ) -> None:
         self._settings = settings
+        self._operator = operator
         self._after_step = after_step
         self._credential: AsyncTokenCredential | None = None
         self._stores: dict[str, KeyVaultStore] = {}
@@ -43,6 +51,15 @@ class Container:
         if self._settings is None:
             self._settings = Settings.from_env(os.environ)
         return self._settings
+
+    @property
+    def operator(self) -> OperatorConfig:
+        """The operator file (``rotation.json``), checked as a whole on first use.
+
+        ``${SETTING}`` placeholders in it are filled from the app settings."""
+        if self._operator is None:
+            self._operator = OperatorConfig.load(self.settings.config_file, os.environ)
+        return self._operator
 
     def credential(self) -> AsyncTokenCredential:
         if self._credential is None:
@@ -142,6 +159,7 @@ class Container:
         if self._engine is None:
             self._engine = RotationEngine(
                 settings=self.settings,
+                operator=self.operator,
                 stores=self.store,
                 locker=self.locker,
                 rotators=self.rotators,

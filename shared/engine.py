@@ -32,11 +32,13 @@ from shared.errors import (
     LeaseNotNeeded,
     ManualOnly,
     NotManaged,
+    OverlapActive,
     PolicyError,
     RotationError,
     SecretNotFound,
 )
 from shared.model import SecretVersion
+from shared.operator_config import OperatorConfig
 from shared.policy import Policy, carried_tags, resolve_policy
 from shared.ports import (
     Consumer,
@@ -78,6 +80,7 @@ class Trigger(StrEnum):
     NEAR_EXPIRY = "SecretNearExpiry"
     EXPIRED = "SecretExpired"
     HTTP = "http"
+    EMERGENCY = "emergency"  # HTTP leak response: the previous credential is revoked at once
     SWEEP = "sweep"
 
 
@@ -180,6 +183,7 @@ class RotationEngine:
         self,
         *,
         settings: Settings,
+        operator: OperatorConfig,
         stores: Callable[[str], SecretStore],
         locker: Locker,
         rotators: Mapping[str, Rotator],
@@ -189,6 +193,7 @@ class RotationEngine:
         after_step: StepHook | None = None,
     ) -> None:
         self._settings = settings
+        self._operator = operator
         self._stores = stores
         self._locker = locker
         self._rotators = rotators
@@ -202,7 +207,15 @@ class RotationEngine:
     async def run(self, req: RotationRequest) -> Outcome:
         """Handle one request: rotate if due, resume an unfinished rotation, or skip."""
         store = self._stores(req.vault)
-        current = await store.get(req.secret_name)
+        # A name no rule of the operator file could manage is refused before the vault is asked, and a
+        # missing secret answers the same: a caller learns nothing about secrets the app does not manage.
+        not_managed = NotManaged(f"no managed secret named {req.secret_name}")
+        if not self._operator.may_be_managed(req.secret_name):
+            raise not_managed
+        try:
+            current = await store.get(req.secret_name)
+        except SecretNotFound:
+            raise not_managed from None
         policy = self._policy(req.secret_name, current)
         rotate, why = self._decide(req, policy, current)
         if req.dry_run:
@@ -234,8 +247,10 @@ class RotationEngine:
         current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
         policy = self._policy(req.secret_name, current)
         resumed: Outcome | None = None
-        if self._has_work(policy, current):
-            resumed = await self._finish(store, req, policy, current, lease, previous=None)
+        emergency = req.trigger == Trigger.EMERGENCY
+        if self._has_work(policy, current) or (emergency and pending_state(current.properties.tags)):
+            # An emergency revokes what an unfinished rotation still keeps valid before it rotates.
+            resumed = await self._finish(store, req, policy, current, lease, previous=None, revoke_now=emergency)
             current = await store.get(req.secret_name)
         rotate, why = self._decide(req, policy, current)
         if not rotate:
@@ -256,8 +271,8 @@ class RotationEngine:
         generator named by its ``rotation-generator`` tag (used only when forced)."""
         if not policy.manual:
             return policy.kind
-        generator = policy.options.get("generator", "").strip().lower()
-        return generator if generator in {"random", "jwt"} and generator in self._rotators else None
+        generator = policy.generator
+        return generator if generator is not None and generator in self._rotators else None
 
     def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
         """Whether an unfinished rotation recorded on the current version can progress now."""
@@ -271,9 +286,9 @@ class RotationEngine:
         return rotator is not None and self._retire_ready(rotator, policy, current, tags)[0]
 
     def _policy(self, name: str, current: SecretVersion) -> Policy:
-        policy = resolve_policy(name, current.properties.tags, self._settings.lead_days)
+        policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
         if policy is None:
-            raise NotManaged(f"secret {name} has no rotation policy")
+            raise NotManaged(f"no managed secret named {name}")
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)
@@ -286,12 +301,13 @@ class RotationEngine:
 
     def _decide(self, req: RotationRequest, policy: Policy, current: SecretVersion) -> tuple[bool, str]:
         props = current.properties
-        if policy.manual and not req.force:
+        emergency = req.trigger == Trigger.EMERGENCY
+        if policy.manual and not (req.force or emergency):
             raise ManualOnly(f"secret {req.secret_name} is rotated by hand only; use force to rotate it")
         if policy.manual and self._kind(policy) is None:
             raise ManualOnly(
-                f"secret {req.secret_name} is rotated by hand only and names no generator "
-                "(tag rotation-generator: random or jwt); rotate it at its provider and write the new version"
+                f"secret {req.secret_name} is rotated by hand only and the operator file names no generator "
+                "for it; rotate it at its provider and write the new version"
             )
         is_event = req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED)
         if is_event and req.event_version and req.event_version != props.version:
@@ -301,8 +317,16 @@ class RotationEngine:
             )
         if req.expected_version and req.expected_version != props.version:
             return False, f"already rotated: the vault serves {props.version}, not {req.expected_version}"
-        if pending_state(props.tags) is not None and not req.force:
+        if pending_state(props.tags) is not None and not emergency:
+            if req.force:
+                raise OverlapActive(
+                    f"secret {req.secret_name}: the previous rotation is still in its overlap, and consumers may "
+                    "still hold the previous credential; force would invalidate it. Wait for its retirement "
+                    "(see the status route), or use emergency to revoke it at once (leak response)"
+                )
             return False, "the previous rotation is still in its overlap (retirement pending)"
+        if emergency:
+            return True, "emergency"
         if req.force:
             return True, "forced"
         if req.trigger == Trigger.HTTP:
@@ -335,6 +359,7 @@ class RotationEngine:
             current=current,
             options=dict(policy.options),
             secrets=_RunReader(store),
+            target=policy.target,
         )
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
@@ -381,7 +406,7 @@ class RotationEngine:
         log.info("rotation committed", extra={**extra, "version": props.version})
 
         outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
-                                     reader=ctx.secrets)
+                                     reader=ctx.secrets, revoke_now=req.trigger == Trigger.EMERGENCY)
         outcome.status = "rotated"
         outcome.reason = f"rotated ({outcome.reason})"
         outcome.durations_ms = timings
@@ -401,7 +426,10 @@ class RotationEngine:
         previous: SecretVersion | None,
         timings: dict[str, float] | None = None,
         reader: SecretReader | None = None,
+        revoke_now: bool = False,
     ) -> Outcome:
+        """Notify and retire. ``revoke_now`` (emergency) retires without waiting for
+        acknowledgements, the grace period or the token overlap."""
         timings = timings if timings is not None else {}
         tags = dict(version.properties.tags)
         rotation_id = tags.get(Tag.ID)
@@ -439,7 +467,7 @@ class RotationEngine:
                 tags[Tag.PENDING] = ",".join(missing)[:TAG_VALUE_MAX]
             else:
                 tags.pop(Tag.PENDING, None)
-            if rotator is None or not self._retire_ready(rotator, policy, version, tags)[0]:
+            if rotator is None or not (revoke_now or self._retire_ready(rotator, policy, version, tags)[0]):
                 # Record the acknowledgements now; when retirement follows at once, its write records both.
                 await store.update_properties(name, version.properties.version, tags=tags)
             steps.append(Step.NOTIFY)
@@ -447,7 +475,7 @@ class RotationEngine:
             log.info("consumers notified", extra={**extra, "acks": tags[Tag.ACKS]})
 
         if tags.get(Tag.STATE) == State.NOTIFIED and rotator is not None:
-            ready, why = self._retire_ready(rotator, policy, version, tags)
+            ready, why = (True, "emergency") if revoke_now else self._retire_ready(rotator, policy, version, tags)
             if not ready:
                 return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
             t = time.perf_counter()
@@ -459,6 +487,7 @@ class RotationEngine:
                 current=version,
                 options=dict(policy.options),
                 secrets=reader or _RunReader(store),
+                target=policy.target,
             )
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
@@ -488,6 +517,15 @@ class RotationEngine:
                 await store.update_properties(name, version.properties.version, tags=tags)
             steps.append(Step.RETIRE)
             await self._step(Step.RETIRE, req, timings, t)
+            if revoke_now:
+                revoked = previous.properties.version if previous is not None else "none"
+                log.warning(
+                    "emergency: previous credential (version %s) revoked at once: %s", revoked, result_r.detail,
+                    extra={**extra, "detail": result_r.detail},
+                )
+                return self._outcome("completed", f"emergency: previous credential (version {revoked}) revoked "
+                                     f"at once: {result_r.detail}", req, version, previous, tags, steps,
+                                     consumers_report)
             log.info("previous credential retired", extra={**extra, "detail": result_r.detail})
             return self._outcome("completed", "previous credential retired", req, version, previous, tags, steps,
                                  consumers_report)

@@ -16,6 +16,8 @@ while the message itself never carries secret material.
     │   ├── NotManaged                 secret has no rotation policy           -> 404
     │   ├── ManualOnly                 policy says rotate by hand only         -> 409
     │   ├── PolicyError                policy is invalid (e.g. rotation loop)  -> 400
+    │   │   └── TagRefused             a tag tried to say what only the operator file may -> 400
+    │   ├── OverlapActive              force would invalidate a credential still in use -> 409
     │   ├── ConfigurationError         settings or secret tags are wrong       -> 500
     │   └── Forbidden                  caller lacks the required app role      -> 403
     └── TransientError                 a redelivery may succeed (raise, 5xx)
@@ -76,6 +78,19 @@ class ManualOnly(PermanentError):
 class PolicyError(PermanentError):
     http_status = 400
     code = "PolicyError"
+
+
+class TagRefused(PolicyError):
+    """A ``rotation-*`` tag asked for something only the operator file may declare."""
+
+    code = "TagRefused"
+
+
+class OverlapActive(PermanentError):
+    """``force`` during an overlap would invalidate a credential consumers may still hold."""
+
+    http_status = 409
+    code = "OverlapActive"
 
 
 class ConfigurationError(PermanentError):

@@ -8,11 +8,9 @@ rotation, to the engine, which decides again under its lease. The status and
 plan views answer "what will happen, and when" for operators without touching
 anything.
 
-All I/O goes through the ``SecretStore`` port. Listing uses properties only
-(Key Vault pages them for us); the only value this module ever reads is the
-current version in :func:`secret_status`, because Key Vault has no
-properties-only read of the latest version, and that value never leaves the
-function.
+All I/O goes through the ``SecretStore`` port and reads properties only
+(Key Vault pages them for us); no value is ever read here, so the views need
+no more than the vault's list and read-metadata rights.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from shared.policy import Policy, resolve_policy
 
 if TYPE_CHECKING:
     from shared.engine import RotationEngine
+    from shared.operator_config import OperatorConfig
     from shared.ports import SecretStore
     from shared.settings import Settings
 
@@ -53,6 +52,9 @@ class InventoryDeps(Protocol):
 
     @property
     def settings(self) -> Settings: ...
+
+    @property
+    def operator(self) -> OperatorConfig: ...
 
     def store(self, vault: str) -> SecretStore: ...
 
@@ -91,6 +93,8 @@ def _policy_dict(policy: Policy) -> dict[str, Any]:
         "validityDays": policy.validity_days,
         "source": policy.source,
         "options": dict(sorted(policy.options.items())),
+        "target": policy.target.name if policy.target is not None else None,
+        "generator": policy.generator,
         "consumers": policy.consumers_tag,
     }
 
@@ -116,14 +120,22 @@ def _last_rotation(tags: Mapping[str, str]) -> dict[str, Any] | None:
 async def secret_status(deps: InventoryDeps, vault: str, name: str) -> dict[str, Any]:
     """Everything an operator asks about one secret's rotation, without its value.
 
-    Raises VaultNotAllowed, SecretNotFound, or NotManaged (no policy at all).
-    A policy that exists but cannot work is reported in ``policyError`` rather
-    than raised, because that is exactly what the operator is looking for.
+    Raises VaultNotAllowed, or NotManaged both for a secret that does not
+    exist and for one that is not managed: a caller learns nothing about
+    secrets the app does not manage. A policy that exists but cannot work is
+    reported in ``policyError`` rather than raised, because that is exactly
+    what the operator is looking for.
     """
     settings = deps.settings
     settings.vault_url(vault)
+    not_managed = NotManaged(f"no managed secret named {name}")
+    if not deps.operator.may_be_managed(name):
+        raise not_managed  # decided by the operator file alone: the vault is not even asked
     store = deps.store(vault)
-    current = (await store.get(name)).properties  # the value is dropped right here
+    try:
+        current = await store.get_properties(name)
+    except SecretNotFound:
+        raise not_managed from None
     status: dict[str, Any] = {
         "vault": store.vault,
         "secretName": name,
@@ -136,11 +148,11 @@ async def secret_status(deps: InventoryDeps, vault: str, name: str) -> dict[str,
         "contentType": current.content_type,
     }
     try:
-        policy = resolve_policy(name, current.tags, settings.lead_days)
+        policy = resolve_policy(name, current.tags, deps.operator, settings.lead_days)
     except PolicyError as exc:
         return {**status, "managed": True, "policy": None, "policyError": exc.message}
     if policy is None:
-        raise NotManaged(f"secret {name} has no rotation policy")
+        raise not_managed
     due, why = policy.is_due(current, _now(), settings.lead_days)
     status.update(
         {
@@ -209,7 +221,7 @@ async def plan(deps: InventoryDeps, vaults: Iterable[str] | None = None) -> list
     for vault in _vaults(settings, vaults):
         async for props in deps.store(vault).list_secrets():
             try:
-                policy = resolve_policy(props.name, props.tags, settings.lead_days)
+                policy = resolve_policy(props.name, props.tags, deps.operator, settings.lead_days)
             except PolicyError as exc:
                 entries.append({"vault": vault, "name": props.name, "error": exc.message})
                 continue
@@ -313,7 +325,7 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
         async for props in deps.store(vault).list_secrets():
             summary.scanned += 1
             try:
-                policy = resolve_policy(props.name, props.tags, settings.lead_days)
+                policy = resolve_policy(props.name, props.tags, deps.operator, settings.lead_days)
             except PolicyError as exc:
                 summary.managed += 1
                 summary.fail(vault, props.name, exc.code, exc.message)

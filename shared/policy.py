@@ -1,16 +1,22 @@
-"""Rotation policy: which secrets are managed, by which rotator, how often.
+"""Rotation policy: the operator file's declaration, narrowed by what tags may say.
 
-Built-in defaults cover the standard inventory; secret tags onboard a new
-secret or override a default without a code change (documented in README):
+Who can write a secret's tags is not who deploys the app: a team that may
+manage one secret can write them. So a tag is data, bounded by the operator
+file (:mod:`shared.operator_config`), never an instruction that widens what
+the app touches:
 
-- ``rotation-policy``: rotator kind (``random``, ``jwt``, ``postgres``,
-  ``redis``) or ``manual`` (listed, never rotated automatically).
-- ``rotation-interval-days``: days between rotations.
-- ``rotation-validity-days``: lifetime of a new version (default interval +
-  lead). Must exceed the lead time, or the new version would be born inside
-  the near-expiry window and fire a new event at once: a rotation loop.
-- ``rotation-consumers``: consumer names to notify (see shared.consumers).
-- any other ``rotation-<option>`` tag: an option of the rotator.
+- a secret the file lists gets its rotator, target, options and generator
+  from the file; its tags may only move the interval and validity within
+  ``tagLimits``, name consumers from the catalog (``rotation-consumers``), and
+  repeat the file's rotator (``rotation-policy``);
+- a secret the file does not list is managed only if its name matches a
+  ``tagManaged`` pattern and its tags ask for one of that pattern's rotators
+  (``random``/``jwt``, which touch nothing outside the vault). It must name
+  an interval; it may shape the value (length, encoding, alphabet, format,
+  alg, bits), and the random rotator refuses anything under 128 bits;
+- admin secrets are never managed by tags, whatever their tags say;
+- any other ``rotation-*`` tag is refused: nothing is changed and the error
+  says which tag, since it may be an attack.
 
 Tags named ``rotated-*`` are the record the engine writes on each version it
 creates; they are never read as policy.
@@ -18,12 +24,25 @@ creates; they are never read as policy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from shared.errors import PolicyError
+from shared.errors import PolicyError, TagRefused
 from shared.model import SecretProperties
+from shared.operator_config import (
+    KEY_VAULT_NEAR_EXPIRY_DAYS,
+    MANUAL,
+    TAG_OPTIONS,
+    Bounds,
+    OperatorConfig,
+    SecretEntry,
+    TagManaged,
+    Target,
+)
+
+log = logging.getLogger(__name__)
 
 OPTION_PREFIX = "rotation-"
 RECORD_PREFIX = "rotated-"
@@ -31,22 +50,7 @@ POLICY_TAG = "rotation-policy"
 INTERVAL_TAG = "rotation-interval-days"
 VALIDITY_TAG = "rotation-validity-days"
 CONSUMERS_TAG = "rotation-consumers"
-MANUAL = "manual"
-KNOWN_KINDS = frozenset({"random", "jwt", "postgres", "redis", MANUAL})
-MAX_INTERVAL_DAYS = 3650
-
-# name -> (kind, interval days, default options)
-STANDARD_INVENTORY: Mapping[str, tuple[str, int | None, Mapping[str, str]]] = {
-    "jwt-signing-key": ("jwt", 30, {"format": "raw"}),
-    "database-connection-string": ("postgres", 90, {"admin-secret": "postgres-admin-connection-string"}),
-    "redis-password": ("redis", 90, {"admin-secret": "redis-admin-connection-string"}),
-    "session-encryption-key": ("random", 90, {"encoding": "base64", "length": "32"}),
-    "encryption-master-key": (MANUAL, None, {}),
-    "openai-api-key": (MANUAL, None, {}),
-    "azure-openai-api-key": (MANUAL, None, {}),
-    "foundry-api-key": (MANUAL, None, {}),
-    "api-gateway-client-secret": (MANUAL, None, {}),
-}
+COMMON_TAGS = frozenset({POLICY_TAG, INTERVAL_TAG, VALIDITY_TAG, CONSUMERS_TAG})
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,14 @@ class Policy:
     interval_days: int | None
     validity_days: int | None
     options: Mapping[str, str] = field(default_factory=dict)
-    source: str = "default"
+    source: str = "operator-file"  # "operator-file", "operator-file+tags" or "tags"
     consumers_tag: str | None = None
+    target: Target | None = None
+    generator: str | None = None  # manual-only: the rotator ``force`` may use
 
     @property
     def manual(self) -> bool:
         return self.kind == MANUAL
-
-    def interval(self) -> timedelta:
-        return timedelta(days=self.interval_days or 0)
 
     def new_expiry(self, now: datetime) -> datetime:
         """Expiry of the version a rotation writes now: the next near-expiry
@@ -94,53 +97,104 @@ class Policy:
         return False, f"not due until {due_at.isoformat()}"
 
 
-def _parse_days(raw: str, tag: str, name: str) -> int:
+def _rotation_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """``rotation-*`` tags by lower-cased name: ``Rotation-Nodes`` is no way around the rules."""
+    return {k.strip().lower(): v for k, v in tags.items() if k.strip().lower().startswith(OPTION_PREFIX)}
+
+
+def _refuse(name: str, tag: str, why: str) -> TagRefused:
+    log.warning("secret %s: tag %s refused: %s", name, tag, why, extra={"secret": name, "tag": tag})
+    return TagRefused(f"secret {name}: tag {tag} is refused: {why}")
+
+
+def _days(raw: str, tag: str, name: str, bounds: Bounds) -> int:
     try:
         days = int(raw.strip())
     except ValueError as exc:
         raise PolicyError(f"secret {name}: tag {tag} must be a whole number of days") from exc
-    if days < 1 or days > MAX_INTERVAL_DAYS:
-        raise PolicyError(f"secret {name}: tag {tag} must be between 1 and {MAX_INTERVAL_DAYS} days")
+    if not bounds.minimum <= days <= bounds.maximum:
+        raise _refuse(name, tag, f"must be between {bounds.minimum} and {bounds.maximum} days (operator file)")
     return days
 
 
-def resolve_policy(name: str, tags: Mapping[str, str] | None, lead_days: int) -> Policy | None:
-    """The policy for a secret, or None when it is not managed at all.
-
-    Raises PolicyError for a policy that cannot work (unknown kind, bad
-    numbers, or a validity inside the lead window)."""
-    tags = tags or {}
-    default = STANDARD_INVENTORY.get(name)
-    tag_kind = tags.get(POLICY_TAG, "").strip().lower() or None
-    if default is None and tag_kind is None:
-        return None
-    kind = tag_kind or (default[0] if default else MANUAL)
-    if kind not in KNOWN_KINDS:
-        raise PolicyError(f"secret {name}: unknown rotation policy {kind!r}")
-    options: dict[str, str] = dict(default[2]) if default else {}
-    for key, value in tags.items():
-        if key.startswith(OPTION_PREFIX) and key not in {POLICY_TAG, INTERVAL_TAG, VALIDITY_TAG, CONSUMERS_TAG}:
-            options[key[len(OPTION_PREFIX) :]] = value
-    source = "default" if default and not any(k.startswith(OPTION_PREFIX) for k in tags) else (
-        "default+tags" if default else "tags"
-    )
-    if kind == MANUAL:
-        return Policy(name, kind, None, None, options, source, tags.get(CONSUMERS_TAG))
-    interval = default[1] if default and default[0] == kind and default[1] else None
-    if INTERVAL_TAG in tags:
-        interval = _parse_days(tags[INTERVAL_TAG], INTERVAL_TAG, name)
-    if interval is None:
-        raise PolicyError(f"secret {name}: tag {INTERVAL_TAG} is required for policy {kind}")
-    validity = interval + lead_days
-    if VALIDITY_TAG in tags:
-        validity = _parse_days(tags[VALIDITY_TAG], VALIDITY_TAG, name)
-    if validity <= lead_days:
+def _validity(name: str, interval: int, declared: int | None, lead_days: int) -> int:
+    validity = declared if declared is not None else interval + max(lead_days, KEY_VAULT_NEAR_EXPIRY_DAYS)
+    window = max(lead_days, KEY_VAULT_NEAR_EXPIRY_DAYS)
+    if validity <= window:
         raise PolicyError(
             f"secret {name}: a new version valid for {validity} days would expire inside the "
-            f"{lead_days}-day near-expiry window and trigger a rotation loop; "
-            f"validity must exceed the lead time"
+            f"{window}-day near-expiry window (Key Vault raises SecretNearExpiry {KEY_VAULT_NEAR_EXPIRY_DAYS} "
+            "days before expiry) and trigger a rotation loop; validity must exceed it"
         )
-    return Policy(name, kind, interval, validity, options, source, tags.get(CONSUMERS_TAG))
+    return validity
+
+
+def resolve_policy(
+    name: str, tags: Mapping[str, str] | None, operator: OperatorConfig, lead_days: int
+) -> Policy | None:
+    """The policy for a secret, or None when it is not managed at all.
+
+    Raises TagRefused for a tag that tries to say more than the operator file
+    allows, and PolicyError for a policy that cannot work."""
+    rtags = _rotation_tags(tags or {})
+    entry = operator.entry(name)
+    if entry is not None:
+        return _listed(name, entry, rtags, operator, lead_days)
+    pattern = operator.pattern_for(name)
+    if pattern is None or POLICY_TAG not in rtags:
+        return None
+    return _tag_managed(name, pattern, rtags, lead_days)
+
+
+def _listed(
+    name: str, entry: SecretEntry, rtags: Mapping[str, str], operator: OperatorConfig, lead_days: int
+) -> Policy:
+    for tag in rtags:
+        if tag not in COMMON_TAGS:
+            raise _refuse(name, tag, "rotation settings of a listed secret come from the operator file only")
+    asked = rtags.get(POLICY_TAG, "").strip().lower()
+    if asked and asked != entry.rotator:
+        raise _refuse(name, POLICY_TAG, f"the operator file declares rotator {entry.rotator} for this secret")
+    consumers = rtags.get(CONSUMERS_TAG)
+    source = "operator-file+tags" if rtags else "operator-file"
+    target = operator.target(entry.target) if entry.target else None
+    if entry.manual:
+        for tag in (INTERVAL_TAG, VALIDITY_TAG):
+            if tag in rtags:
+                raise _refuse(name, tag, "the secret is manual-only in the operator file")
+        return Policy(name, MANUAL, None, None, dict(entry.options), source, consumers, None, entry.generator)
+    assert entry.interval_days is not None
+    interval = entry.interval_days
+    if INTERVAL_TAG in rtags:
+        interval = _days(rtags[INTERVAL_TAG], INTERVAL_TAG, name, operator.interval_limits)
+    declared = entry.validity_days
+    if VALIDITY_TAG in rtags:
+        declared = _days(rtags[VALIDITY_TAG], VALIDITY_TAG, name, operator.validity_limits)
+    validity = _validity(name, interval, declared, lead_days)
+    return Policy(name, entry.rotator, interval, validity, dict(entry.options), source, consumers, target)
+
+
+def _tag_managed(name: str, pattern: TagManaged, rtags: Mapping[str, str], lead_days: int) -> Policy:
+    kind = rtags[POLICY_TAG].strip().lower()
+    if kind not in pattern.rotators:
+        raise _refuse(
+            name, POLICY_TAG,
+            f"secrets matching {pattern.pattern} may use only {', '.join(sorted(pattern.rotators))}",
+        )
+    allowed = COMMON_TAGS | {OPTION_PREFIX + o for o in TAG_OPTIONS.get(kind, ())}
+    for tag in rtags:
+        if tag not in allowed:
+            raise _refuse(name, tag, f"not a setting a tag may change for a {kind} secret")
+    consumers = rtags.get(CONSUMERS_TAG)
+    if kind == MANUAL:
+        return Policy(name, MANUAL, None, None, {}, "tags", consumers)
+    if INTERVAL_TAG not in rtags:
+        raise PolicyError(f"secret {name}: tag {INTERVAL_TAG} is required for policy {kind}")
+    interval = _days(rtags[INTERVAL_TAG], INTERVAL_TAG, name, pattern.interval)
+    declared = _days(rtags[VALIDITY_TAG], VALIDITY_TAG, name, pattern.validity) if VALIDITY_TAG in rtags else None
+    validity = _validity(name, interval, declared, lead_days)
+    options = {tag[len(OPTION_PREFIX):]: value.strip() for tag, value in rtags.items() if tag not in COMMON_TAGS}
+    return Policy(name, kind, interval, validity, options, "tags", consumers)
 
 
 def carried_tags(tags: Mapping[str, str]) -> dict[str, str]:

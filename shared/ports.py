@@ -25,6 +25,9 @@ class SecretStore(SecretReader, Protocol):
 
     vault: str
 
+    async def get_properties(self, name: str) -> SecretProperties:
+        """The latest version's properties, read without its value. Raises SecretNotFound."""
+
     async def set(
         self,
         name: str,

@@ -106,6 +106,7 @@ class Settings:
 
     required_role: str | None = None
     sweep_concurrency: int = 8
+    config_file: str | None = None  # the operator file; default rotation.json beside function_app.py
 
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "allowed_vaults": "ROTATION_ALLOWED_VAULTS",
@@ -133,6 +134,7 @@ class Settings:
         "eventgrid_ca_bundle": "ROTATION_EVENTGRID_CA_BUNDLE",
         "required_role": "ROTATION_REQUIRED_ROLE",
         "sweep_concurrency": "ROTATION_SWEEP_CONCURRENCY",
+        "config_file": "ROTATION_CONFIG_FILE",
     }
 
     @classmethod
@@ -199,6 +201,7 @@ class Settings:
             eventgrid_ca_bundle=get("eventgrid_ca_bundle") or None,
             required_role=get("required_role") or None,
             sweep_concurrency=_int(get("sweep_concurrency"), 8, n["sweep_concurrency"], minimum=1),
+            config_file=get("config_file") or None,
         )
 
     def vault_url(self, vault: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import (
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from azure.keyvault.secrets.aio import SecretClient
 
 log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _inner_code(exc: HttpResponseError) -> str | None:
@@ -94,6 +96,25 @@ class KeyVaultStore:
         with translate_errors("get", name):
             secret = await self._client.get_secret(name, version)
         return SecretVersion(properties=_props(secret.properties), value=secret.value or "")
+
+    async def get_properties(self, name: str) -> SecretProperties:
+        """The latest version's properties without reading its value.
+
+        Key Vault has no properties-only read of the latest version, so the
+        versions are listed and the newest taken. ``created`` has one-second
+        resolution: if two versions share the newest second, the latest
+        version is read (and its value dropped here) rather than guessed."""
+        newest: list[SecretProperties] = []
+        async for props in self.list_versions(name):
+            if not newest or (props.created_on or _EPOCH) > (newest[0].created_on or _EPOCH):
+                newest = [props]
+            elif (props.created_on or _EPOCH) == (newest[0].created_on or _EPOCH):
+                newest.append(props)
+        if not newest:
+            raise SecretNotFound(f"Key Vault: get {name}: not found")
+        if len(newest) == 1:
+            return newest[0]
+        return (await self.get(name)).properties
 
     async def set(
         self,

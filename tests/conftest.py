@@ -19,7 +19,7 @@ import trustme
 from kvemulator import KeyVaultEmulator
 from shared.container import Container, set_container
 from shared.settings import Settings
-from tests.support import leakscan
+from tests.support import leakscan, operator_files
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -111,6 +111,7 @@ def make_settings(emu: KeyVaultEmulator, azurite: Any, **overrides: Any) -> Sett
         "storage_connection_string": azurite.connection_string,
         "lease_container": f"locks-{uuid.uuid4().hex[:12]}",
         "lease_wait_seconds": 20.0,
+        "config_file": operator_files.operator_file(emu),
     }
     base.update(overrides)
     return Settings(**base)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.operator_config import Target
 from shared.ports import SecretReader
 
 
@@ -23,10 +24,12 @@ class RotationContext:
     """Everything a rotator may look at for one rotation.
 
     ``current`` is the version in force (the one consumers use now); None when
-    the secret has no value yet. ``options`` are the policy's rotator options
-    (from defaults and ``rotation-*`` tags), all strings. ``secrets`` reads
-    other secrets of the same vault, e.g. an admin connection string named by
-    a tag.
+    the secret has no value yet. ``options`` shape the value (length,
+    encoding, format), all strings. ``target`` is the downstream system the
+    operator file declares for this secret (None for rotators without one):
+    the only place a host, role, user or admin secret may come from.
+    ``secrets`` reads other secrets of the same vault: the admin secret the
+    target names.
     """
 
     vault: str
@@ -36,6 +39,7 @@ class RotationContext:
     current: SecretVersion | None
     options: Mapping[str, str]
     secrets: SecretReader
+    target: Target | None = None
 
 
 @runtime_checkable

@@ -21,19 +21,14 @@ Two strategies:
     out until the next delivery rolls forward with yet another password. Use
     it only where a second role is not an option.
 
-Options (``rotation-<name>`` tags, all strings):
-
-``admin-secret``   required; name of the vault secret holding an admin conninfo
-``strategy``       ``alternating`` | ``single``; default ``alternating`` when
-                   ``roles`` names two roles, else ``single``
-``roles``          ``app_blue,app_green`` (alternating: exactly two; single:
-                   at most one, default the user of the current secret)
-``owner-role``     NOLOGIN role owning the objects; required for alternating
-``create-roles``   ``true`` creates missing login and owner roles (alternating
-                   only); default ``false`` so a typo in a tag fails loudly
-                   instead of creating an empty role
-``probe``          SQL run with the new credential in ``verify``; ``SELECT 1``
-``connect-timeout`` seconds for every connection; default 5
+Everything that decides what is touched comes from the secret's target in
+the operator file (:class:`shared.operator_config.PostgresTarget`): host,
+port, database, login and owner roles, strategy, the admin secret and the
+probe SQL. The secret's own value is data that must agree with it: its
+host, port, database and user must be the declared ones (and it may not
+redirect libpq with ``hostaddr``, ``service`` or ``passfile``), or nothing is
+changed. The admin credential is only ever sent to the declared host,
+whatever host the admin secret names.
 
 Passwords never reach the server in clear: libpq hashes them client-side to
 a SCRAM-SHA-256 verifier, so ``log_statement=all`` or ``pg_stat_activity``
@@ -57,6 +52,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.operator_config import PostgresTarget
 from shared.rotators.base import RotationContext
 from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 
@@ -71,10 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ROLE_NAME_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-STRATEGIES: Final = ("alternating", "single")
 URI_SCHEMES: Final = ("postgresql", "postgres")
-DEFAULT_PROBE: Final = "SELECT 1"
-DEFAULT_CONNECT_TIMEOUT: Final = 5
 DEFAULT_CONTENT_TYPE: Final = "application/x-postgresql-conninfo"
 
 # Symbols chosen to exercise every quoting layer (URI percent-encoding, libpq
@@ -223,89 +216,49 @@ class ConnInfo:
 
 
 # --------------------------------------------------------------------------
-# options
+# the declared target
 # --------------------------------------------------------------------------
 
 
 def _role(name: str, option: str) -> str:
     if not ROLE_NAME_RE.fullmatch(name):
         # The name is not secret and helps the operator, but it may be long or
-        # hostile; a truncated repr is enough to find the bad tag.
+        # hostile; a truncated repr is enough to find the bad value.
         raise ConfigurationError(
-            f"option {option}: {name[:70]!r} is not a valid role name (want {ROLE_NAME_RE.pattern})"
+            f"{option}: {name[:70]!r} is not a valid role name (want {ROLE_NAME_RE.pattern})"
         )
     return name
 
 
-def _flag(raw: str | None, option: str, default: bool) -> bool:
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"true", "yes", "1", "on"}:
-        return True
-    if value in {"false", "no", "0", "off"}:
-        return False
-    raise ConfigurationError(f"option {option} must be true or false")
+# libpq parameters that would send the connection somewhere other than the declared host.
+REDIRECTING_PARAMS: Final = frozenset({"hostaddr", "service", "servicefile", "passfile"})
 
 
-def _seconds(raw: str | None, option: str, default: int) -> int:
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError as exc:
-        raise ConfigurationError(f"option {option} must be a whole number of seconds") from exc
-    if value < 1:
-        raise ConfigurationError(f"option {option} must be at least 1")
-    return value
+def _target(ctx: RotationContext) -> PostgresTarget:
+    if not isinstance(ctx.target, PostgresTarget):
+        raise ConfigurationError(f"secret {ctx.secret_name}: the operator file declares no PostgreSQL target for it")
+    return ctx.target
 
 
-@dataclass(frozen=True)
-class PostgresOptions:
-    """The validated options of one policy; built before anything connects."""
+def _check_declared(info: ConnInfo, target: PostgresTarget, what: str) -> None:
+    """Refuse a connection string that points anywhere but the declared target."""
+    params = info.params
+    redirect = sorted(REDIRECTING_PARAMS & set(params))
+    if redirect:
+        raise ConfigurationError(f"{what} sets {', '.join(redirect)}; only the declared host may be used")
+    if (params.get("host") or "").lower() != target.host.lower():
+        raise ConfigurationError(f"{what} names a host other than target {target.name}'s")
+    if (params.get("port") or "5432") != str(target.port):
+        raise ConfigurationError(f"{what} names a port other than target {target.name}'s")
+    if (params.get("dbname") or params.get("user") or "") != target.database:
+        raise ConfigurationError(f"{what} names a database other than target {target.name}'s")
 
-    strategy: str
-    roles: tuple[str, ...]
-    owner_role: str | None
-    admin_secret: str
-    create_roles: bool
-    probe: str
-    connect_timeout: int
 
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, str]) -> PostgresOptions:
-        admin_secret = (options.get("admin-secret") or "").strip()
-        if not admin_secret:
-            raise ConfigurationError("option admin-secret is required: name of the secret holding the admin conninfo")
-        roles = tuple(_role(part.strip(), "roles") for part in (options.get("roles") or "").split(",") if part.strip())
-        if len(set(roles)) != len(roles):
-            raise ConfigurationError("option roles names the same role twice")
-        strategy = (options.get("strategy") or "").strip().lower()
-        if not strategy:
-            strategy = "alternating" if len(roles) == 2 else "single"
-        if strategy not in STRATEGIES:
-            raise ConfigurationError(f"option strategy must be one of {', '.join(STRATEGIES)}")
-        raw_owner = (options.get("owner-role") or "").strip()
-        owner = _role(raw_owner, "owner-role") if raw_owner else None
-        if strategy == "alternating":
-            if len(roles) != 2:
-                raise ConfigurationError("strategy alternating needs option roles with exactly two roles")
-            if owner is None:
-                raise ConfigurationError("strategy alternating needs option owner-role")
-            if owner in roles:
-                raise ConfigurationError("option owner-role must differ from both login roles")
-        elif len(roles) > 1:
-            raise ConfigurationError("strategy single takes at most one role in option roles")
-        probe = (options.get("probe") or "").strip() or DEFAULT_PROBE
-        return cls(
-            strategy=strategy,
-            roles=roles,
-            owner_role=owner,
-            admin_secret=admin_secret,
-            create_roles=_flag(options.get("create-roles"), "create-roles", False),
-            probe=probe,
-            connect_timeout=_seconds(options.get("connect-timeout"), "connect-timeout", DEFAULT_CONNECT_TIMEOUT),
-        )
+def _pinned(info: ConnInfo, target: PostgresTarget) -> ConnInfo:
+    """The same parameters, pinned to the declared host, port and database."""
+    params = {k: v for k, v in info.params.items() if k not in REDIRECTING_PARAMS}
+    params.update({"host": target.host, "port": str(target.port), "dbname": target.database})
+    return ConnInfo(params=params, scheme=info.scheme)
 
 
 # --------------------------------------------------------------------------
@@ -313,10 +266,12 @@ class PostgresOptions:
 # --------------------------------------------------------------------------
 
 
-def _current(ctx: RotationContext) -> ConnInfo | None:
+def _current(ctx: RotationContext, target: PostgresTarget) -> ConnInfo | None:
     if ctx.current is None or not ctx.current.value.strip():
         return None
-    return ConnInfo.parse(ctx.current.value, "the current secret value")
+    info = ConnInfo.parse(ctx.current.value, "the current secret value")
+    _check_declared(info, target, "the current secret value")
+    return info
 
 
 def _describe(exc: BaseException) -> str:
@@ -342,17 +297,18 @@ class PostgresRotator:
 
     # -- helpers ------------------------------------------------------------
 
-    async def _admin_conninfo(self, ctx: RotationContext, opts: PostgresOptions) -> ConnInfo:
+    async def _admin_conninfo(self, ctx: RotationContext, opts: PostgresTarget) -> ConnInfo:
+        """The admin credential, pinned to the declared host whatever host the admin secret names."""
         try:
             admin = await ctx.secrets.get(opts.admin_secret)
         except SecretNotFound as exc:
             raise ConfigurationError(
-                f"admin secret {opts.admin_secret!r} named by option admin-secret does not exist"
+                f"admin secret {opts.admin_secret!r} of target {opts.name} does not exist"
             ) from exc
-        return ConnInfo.parse(admin.value, f"admin secret {opts.admin_secret!r}")
+        return _pinned(ConnInfo.parse(admin.value, f"admin secret {opts.admin_secret!r}"), opts)
 
     async def _connect_admin(
-        self, ctx: RotationContext, opts: PostgresOptions, step: str
+        self, ctx: RotationContext, opts: PostgresTarget, step: str
     ) -> psycopg.AsyncConnection[Any]:
         admin = await self._admin_conninfo(ctx, opts)
         try:
@@ -364,45 +320,42 @@ class PostgresRotator:
                 f"{step}: cannot connect to PostgreSQL with the admin secret ({_describe(exc)})"
             ) from exc
 
-    def _chosen_role(self, opts: PostgresOptions, current: ConnInfo | None) -> str:
+    def _chosen_role(self, opts: PostgresTarget, current: ConnInfo | None) -> str:
         current_user = current.user if current is not None else None
         if opts.strategy == "alternating":
             if current is None:
                 return opts.roles[0]
             if current_user not in opts.roles:
                 raise ConfigurationError(
-                    "strategy alternating: the current secret's user is neither of the roles in option roles"
+                    f"strategy alternating: the current secret's user is neither of target {opts.name}'s roles"
                 )
             return opts.roles[1] if current_user == opts.roles[0] else opts.roles[0]
-        if opts.roles:
-            if current_user is not None and current_user != opts.roles[0]:
-                raise ConfigurationError("strategy single: the current secret's user differs from option roles")
-            return opts.roles[0]
-        if current_user is None:
-            raise ConfigurationError("strategy single: no role; set option roles or put a user in the secret")
-        return _role(current_user, "user of the current secret")
+        if current_user is not None and current_user != opts.roles[0]:
+            raise ConfigurationError(f"strategy single: the current secret's user is not target {opts.name}'s role")
+        return opts.roles[0]
 
-    def _new_role(self, ctx: RotationContext, opts: PostgresOptions, new: NewSecret) -> tuple[str, str]:
-        """Role and password of ``new``, cross-checked against the options.
+    def _new_role(self, ctx: RotationContext, opts: PostgresTarget, new: NewSecret) -> tuple[str, str]:
+        """Role and password of ``new``, cross-checked against the target.
 
-        ``apply`` may run in another process than ``create`` (redelivery), so
-        nothing is trusted that the options and the current secret do not
+        ``new`` is only ever trusted as far as the declared target and the
+        current secret confirm it, so nothing is trusted that they do not
         confirm: above all, alternating must never re-password the role that
         consumers use right now.
         """
         parsed = ConnInfo.parse(new.value, "the new secret value")
+        _check_declared(parsed, opts, "the new secret value")
         role, password = parsed.user, parsed.password
         if role is None or password is None:
             raise ConfigurationError("the new secret value has no user or no password")
         _role(role, "user of the new secret")
         if opts.strategy == "alternating":
             if role not in opts.roles:
-                raise ConfigurationError("the new secret's user is not one of the roles in option roles")
-            current = _current(ctx)
+                raise ConfigurationError("the new secret's user is not one of the target's roles")
+            current = _current(ctx, opts)
             if current is not None and current.user == role:
                 raise ConfigurationError("refusing to re-password the role the current secret uses")
         elif opts.roles and role != opts.roles[0]:
-            raise ConfigurationError("the new secret's user differs from option roles")
+            raise ConfigurationError("the new secret's user is not the target's role")
         state_role = new.state.get("role")
         if state_role is not None and state_role != role:
             raise ConfigurationError("the new secret's user differs from the role chosen in create")
@@ -419,7 +372,7 @@ class PostgresRotator:
         # never sends the password; only the verifier reaches the server.
         return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode("ascii")
 
-    async def _ensure_alternating_roles(self, conn: psycopg.AsyncConnection[Any], opts: PostgresOptions) -> None:
+    async def _ensure_alternating_roles(self, conn: psycopg.AsyncConnection[Any], opts: PostgresTarget) -> None:
         assert opts.owner_role is not None
         wanted = (opts.owner_role, *opts.roles)
         missing = [name for name in wanted if name not in await self._existing_roles(conn, wanted)]
@@ -427,7 +380,8 @@ class PostgresRotator:
             return
         if not opts.create_roles:
             raise ConfigurationError(
-                f"roles missing in PostgreSQL: {', '.join(missing)} (set rotation-create-roles=true to create them)"
+                f"roles missing in PostgreSQL: {', '.join(missing)}"
+                " (set createRoles in the operator file to create them)"
             )
         owner = sql.Identifier(opts.owner_role)
         for name in missing:  # owner first: the login roles are granted it
@@ -447,8 +401,8 @@ class PostgresRotator:
     # -- Rotator ------------------------------------------------------------
 
     async def create(self, ctx: RotationContext) -> NewSecret:
-        opts = PostgresOptions.from_mapping(ctx.options)
-        current = _current(ctx)
+        opts = _target(ctx)
+        current = _current(ctx, opts)
         role = self._chosen_role(opts, current)
         template = current if current is not None else (await self._admin_conninfo(ctx, opts)).without_credentials()
         password = self._password_factory()
@@ -463,7 +417,7 @@ class PostgresRotator:
         return NewSecret(value=value, content_type=content_type, state=state)
 
     async def apply(self, ctx: RotationContext, new: NewSecret) -> None:
-        opts = PostgresOptions.from_mapping(ctx.options)
+        opts = _target(ctx)
         role, password = self._new_role(ctx, opts, new)
         conn = await self._connect_admin(ctx, opts, f"apply for role {role}")
         try:
@@ -487,7 +441,7 @@ class PostgresRotator:
 
     @staticmethod
     async def _assert_alternating(
-        conn: psycopg.AsyncConnection[Any], opts: PostgresOptions, role: str, verifier: str
+        conn: psycopg.AsyncConnection[Any], opts: PostgresTarget, role: str, verifier: str
     ) -> None:
         """Password plus the invariants the strategy relies on, in one transaction.
 
@@ -506,7 +460,7 @@ class PostgresRotator:
         await conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(login, sql.Literal(opts.owner_role)))
 
     async def verify(self, ctx: RotationContext, new: NewSecret) -> None:
-        opts = PostgresOptions.from_mapping(ctx.options)
+        opts = _target(ctx)
         role, _ = self._new_role(ctx, opts, new)
         try:
             conn = await psycopg.AsyncConnection.connect(
@@ -518,8 +472,9 @@ class PostgresRotator:
             ) from exc
         try:
             try:
-                # The probe is operator configuration from the policy, not user input.
-                await conn.execute(opts.probe)
+                # The probe is the operator file's, run as the new login role; prepared, so it
+                # is one statement whatever its text says.
+                await conn.execute(opts.probe, prepare=True)
                 cur = await conn.execute("SELECT session_user::text, current_user::text")
                 row = await cur.fetchone()
             except psycopg.Error as exc:
@@ -539,7 +494,7 @@ class PostgresRotator:
         logger.info("postgres rotation %s: role %s verified", ctx.rotation_id, role)
 
     @staticmethod
-    async def _check_same_memberships(conn: psycopg.AsyncConnection[Any], opts: PostgresOptions) -> None:
+    async def _check_same_memberships(conn: psycopg.AsyncConnection[Any], opts: PostgresTarget) -> None:
         """Both login roles must hold the same grants, or switching changes privileges."""
         try:
             cur = await conn.execute(
@@ -564,19 +519,21 @@ class PostgresRotator:
             raise VerificationFailed(f"verify: login roles are not members of owner role {opts.owner_role}")
 
     async def retire(self, ctx: RotationContext, previous: SecretVersion | None) -> RetireResult:
-        opts = PostgresOptions.from_mapping(ctx.options)
+        opts = _target(ctx)
         if opts.strategy == "single":
             return RetireResult(done=True, detail="single strategy: the old password stopped working in apply")
         if previous is None or not previous.value.strip():
             return RetireResult(done=True, detail="no previous version")
         old_role = ConnInfo.parse(previous.value, "the previous secret value").user
-        current = _current(ctx)
+        current = _current(ctx, opts)
         current_role = current.user if current is not None else None
         if old_role == current_role:
             return RetireResult(done=True, detail=f"previous version uses the current role {old_role}; left as is")
         if old_role not in opts.roles:
-            logger.warning("postgres retire %s: previous role is not in option roles; left unchanged", ctx.rotation_id)
-            return RetireResult(done=True, detail="previous role is not managed by this policy; left unchanged")
+            logger.warning(
+                "postgres retire %s: previous role is not one of the target's roles; left unchanged", ctx.rotation_id
+            )
+            return RetireResult(done=True, detail="previous role is not one of the target's roles; left unchanged")
         assert old_role is not None
         conn = await self._connect_admin(ctx, opts, f"retire for role {old_role}")
         try:

@@ -5,11 +5,17 @@ verify checks the value is what the policy asked for. Options:
 ``length`` (bytes for encoded keys, characters for text; default 32),
 ``encoding`` (``base64url`` default, ``base64``, ``hex``, ``text``) and, for
 ``text``, ``alphabet`` (``alnum`` default, ``alnum-symbols``, ``hex``).
+
+Whatever the options say, a value with less than 128 bits of entropy is
+refused before anything is generated: options of a tag-managed secret come
+from tags, and a tag must not be able to weaken a key (16 hex characters are
+only 64 bits).
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import secrets
 import string
 
@@ -25,6 +31,7 @@ ALPHABETS = {
 ENCODINGS = ("base64url", "base64", "hex", "text")
 MIN_LENGTH = 16
 MAX_LENGTH = 4096
+MIN_ENTROPY_BITS = 128
 
 
 def _length(raw: str | None) -> int:
@@ -37,14 +44,31 @@ def _length(raw: str | None) -> int:
     return length
 
 
+def entropy_bits(options: dict[str, str]) -> float:
+    """Bits of entropy of a value these options generate; raises for options that make no sense."""
+    length = _length(options.get("length"))
+    encoding = options.get("encoding", "base64url")
+    if encoding not in ENCODINGS:
+        raise ConfigurationError(f"option encoding must be one of {ENCODINGS}")
+    if encoding != "text":
+        return length * 8.0
+    alphabet = ALPHABETS.get(options.get("alphabet", "alnum"))
+    if alphabet is None:
+        raise ConfigurationError(f"option alphabet must be one of {sorted(ALPHABETS)}")
+    return length * math.log2(len(alphabet))
+
+
 def generate(options: dict[str, str] | None = None) -> str:
     opts = options or {}
+    bits = entropy_bits(opts)
+    if bits < MIN_ENTROPY_BITS:
+        raise ConfigurationError(
+            f"options give {bits:.0f} bits of entropy; at least {MIN_ENTROPY_BITS} are required"
+        )
     length = _length(opts.get("length"))
     encoding = opts.get("encoding", "base64url")
     if encoding == "text":
-        alphabet = ALPHABETS.get(opts.get("alphabet", "alnum"))
-        if alphabet is None:
-            raise ConfigurationError(f"option alphabet must be one of {sorted(ALPHABETS)}")
+        alphabet = ALPHABETS[opts.get("alphabet", "alnum")]
         return "".join(secrets.choice(alphabet) for _ in range(length))
     raw = secrets.token_bytes(length)
     if encoding == "base64url":

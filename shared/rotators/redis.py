@@ -11,17 +11,14 @@ ACL changes are not replicated, so every node (primary and replicas) is
 changed and checked on its own, and each node is asked to persist the change
 so a restart does not resurrect an old password.
 
-The secret is either a bare password (for the user in option ``user``) or a
-``redis://``/``rediss://`` URL whose user and password change while the rest
-of it is kept. Options (``rotation-<name>`` tags):
-
-``admin-secret``     required; secret holding ``redis://admin:pw@host:port``
-``nodes``            ``host:port,host:port`` of every node; default the admin URL's
-``user``             user of a bare-password secret; default ``default``
-                     (a URL secret names its own user; this option is ignored then)
-``persist``          ``auto`` | ``aclsave`` | ``rewrite`` | ``none``; ``auto`` uses
-                     ``ACL SAVE`` when an aclfile is configured, else ``CONFIG REWRITE``
-``connect-timeout``  seconds for connections and commands; default 5
+The secret is either a bare password or a ``redis://``/``rediss://`` URL
+whose password changes while the rest of it is kept. What is touched comes
+from the secret's target in the operator file
+(:class:`shared.operator_config.RedisTarget`): the nodes, the ACL user, the
+admin secret, persistence and TLS. The secret's value must agree with it (a
+URL's user must be the declared user and its host one of the declared
+nodes), or nothing is changed; the admin credential is only ever sent to the
+declared nodes, whatever host the admin secret's URL names.
 
 Passwords are sent to the admin connection only as SHA-256 hashes
 (``#<hash>`` adds, ``!<hash>`` removes), which is what Redis stores anyway:
@@ -46,6 +43,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError,
 
 from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.operator_config import RedisTarget
 from shared.rotators.base import RotationContext
 from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 
@@ -164,11 +162,11 @@ class RedisCredential:
 
 @dataclass(frozen=True)
 class _Admin:
+    """The admin credential only: where it is sent comes from the target."""
+
     user: str | None
     password: str | None = field(repr=False)
     ssl: bool
-    host: str
-    port: int
 
 
 def _parse_admin(raw: str, name: str) -> _Admin:
@@ -176,24 +174,13 @@ def _parse_admin(raw: str, name: str) -> _Admin:
     parts = _split(raw.strip())
     if parts is None:
         raise ConfigurationError(f"{what} is not a valid redis URL")
-    port = parts.port or DEFAULT_PORT
-    if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
-        raise ConfigurationError(f"{what} must be a redis:// or rediss:// URL with a host")
+    if parts.scheme.lower() not in URL_SCHEMES:
+        raise ConfigurationError(f"{what} must be a redis:// or rediss:// URL")
     return _Admin(
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
         ssl=parts.scheme.lower() == "rediss",
-        host=parts.hostname,
-        port=port,
     )
-
-
-def _parse_node(item: str) -> tuple[str, int]:
-    text = item.strip()
-    parts = _split(f"//{text}")
-    if parts is None or not parts.hostname or parts.username is not None or parts.path:
-        raise ConfigurationError(f"option nodes: {text[:100]!r} is not host:port")
-    return parts.hostname, parts.port or DEFAULT_PORT
 
 
 def _node_name(node: tuple[str, int]) -> str:
@@ -201,34 +188,10 @@ def _node_name(node: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-@dataclass(frozen=True)
-class RedisOptions:
-    admin_secret: str
-    nodes: tuple[tuple[str, int], ...]  # empty: the admin URL's host
-    user: str
-    persist: str
-    connect_timeout: float
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, str]) -> RedisOptions:
-        admin_secret = (options.get("admin-secret") or "").strip()
-        if not admin_secret:
-            raise ConfigurationError("option admin-secret is required: name of the secret holding the admin URL")
-        nodes = tuple(_parse_node(part) for part in (options.get("nodes") or "").split(",") if part.strip())
-        user = (options.get("user") or "").strip() or DEFAULT_USER
-        if not USER_RE.fullmatch(user):
-            raise ConfigurationError("option user is not a valid ACL user name")
-        persist = (options.get("persist") or "").strip().lower() or "auto"
-        if persist not in PERSIST_MODES:
-            raise ConfigurationError(f"option persist must be one of {', '.join(PERSIST_MODES)}")
-        raw_timeout = (options.get("connect-timeout") or "").strip()
-        try:
-            timeout = float(raw_timeout) if raw_timeout else DEFAULT_CONNECT_TIMEOUT
-        except ValueError as exc:
-            raise ConfigurationError("option connect-timeout must be a number of seconds") from exc
-        if not timeout > 0:
-            raise ConfigurationError("option connect-timeout must be positive")
-        return cls(admin_secret=admin_secret, nodes=nodes, user=user, persist=persist, connect_timeout=timeout)
+def _target(ctx: RotationContext) -> RedisTarget:
+    if not isinstance(ctx.target, RedisTarget):
+        raise ConfigurationError(f"secret {ctx.secret_name}: the operator file declares no Redis target for it")
+    return ctx.target
 
 
 async def _password_hashes(client: aioredis.Redis, user: str) -> set[str] | None:
@@ -278,33 +241,40 @@ class RedisRotator:
     # -- helpers ------------------------------------------------------------
 
     @staticmethod
-    def _credential(value: str, what: str, opts: RedisOptions) -> RedisCredential:
+    def _credential(value: str, what: str, opts: RedisTarget) -> RedisCredential:
+        """A secret value, refused unless it is for the declared user on a declared node."""
         cred = RedisCredential.parse(value, what, opts.user)
-        if not USER_RE.fullmatch(cred.user):
-            raise ConfigurationError(f"{what} names an invalid ACL user")
+        if cred.user != opts.user:
+            raise ConfigurationError(f"{what} names an ACL user other than target {opts.name}'s")
+        if cred.scheme is not None:
+            parts = _split(f"//{cred.netloc_host}")
+            node = (parts.hostname or "", parts.port or DEFAULT_PORT) if parts is not None else None
+            if node is None or (node[0].lower(), node[1]) not in opts.nodes:
+                raise ConfigurationError(f"{what} names a host that is not one of target {opts.name}'s nodes")
         return cred
 
-    def _current(self, ctx: RotationContext, opts: RedisOptions) -> RedisCredential | None:
+    def _current(self, ctx: RotationContext, opts: RedisTarget) -> RedisCredential | None:
         if ctx.current is None or ctx.current.value == "":
             return None
         return self._credential(ctx.current.value, "the current secret value", opts)
 
-    async def _admin(self, ctx: RotationContext, opts: RedisOptions) -> _Admin:
+    async def _admin(self, ctx: RotationContext, opts: RedisTarget) -> _Admin:
         try:
             version = await ctx.secrets.get(opts.admin_secret)
         except SecretNotFound as exc:
             raise ConfigurationError(
-                f"admin secret {opts.admin_secret!r} named by option admin-secret does not exist"
+                f"admin secret {opts.admin_secret!r} of target {opts.name} does not exist"
             ) from exc
-        return _parse_admin(version.value, opts.admin_secret)
+        admin = _parse_admin(version.value, opts.admin_secret)
+        return _Admin(user=admin.user, password=admin.password, ssl=admin.ssl or opts.tls)
 
     @staticmethod
-    def _nodes(opts: RedisOptions, admin: _Admin) -> tuple[tuple[str, int], ...]:
-        return opts.nodes or ((admin.host, admin.port),)
+    def _nodes(opts: RedisTarget, admin: _Admin) -> tuple[tuple[str, int], ...]:
+        return opts.nodes
 
     @staticmethod
     def _client(
-        node: tuple[str, int], user: str | None, password: str | None, ssl: bool, opts: RedisOptions
+        node: tuple[str, int], user: str | None, password: str | None, ssl: bool, opts: RedisTarget
     ) -> aioredis.Redis:
         # One fresh client per node and purpose: a pooled connection that
         # authenticated earlier would prove nothing about the password.
@@ -322,7 +292,7 @@ class RedisRotator:
         )
 
     async def _admin_call(
-        self, node: tuple[str, int], admin: _Admin, opts: RedisOptions, step: str, work: Callable[[aioredis.Redis], Any]
+        self, node: tuple[str, int], admin: _Admin, opts: RedisTarget, step: str, work: Callable[[aioredis.Redis], Any]
     ) -> Any:
         client = self._client(node, admin.user, admin.password, admin.ssl, opts)
         rejected: str | None = None
@@ -376,7 +346,7 @@ class RedisRotator:
     # -- Rotator ------------------------------------------------------------
 
     async def create(self, ctx: RotationContext) -> NewSecret:
-        opts = RedisOptions.from_mapping(ctx.options)
+        opts = _target(ctx)
         current = self._current(ctx, opts)
         password = self._password_factory()
         if not isinstance(password, str) or not password:
@@ -391,7 +361,7 @@ class RedisRotator:
         return NewSecret(value=new.render(), content_type=content_type, state=state)
 
     def _new_credential(
-        self, ctx: RotationContext, opts: RedisOptions, new: NewSecret
+        self, ctx: RotationContext, opts: RedisTarget, new: NewSecret
     ) -> tuple[RedisCredential, RedisCredential | None]:
         current = self._current(ctx, opts)
         cred = self._credential(new.value, "the new secret value", opts)
@@ -405,7 +375,7 @@ class RedisRotator:
         return cred, current
 
     async def apply(self, ctx: RotationContext, new: NewSecret) -> None:
-        opts = RedisOptions.from_mapping(ctx.options)
+        opts = _target(ctx)
         cred, current = self._new_credential(ctx, opts, new)
         assert cred.password is not None
         admin = await self._admin(ctx, opts)
@@ -452,7 +422,7 @@ class RedisRotator:
             )
 
     async def _check_auth(
-        self, nodes: Sequence[tuple[str, int]], opts: RedisOptions, *, ssl: bool, user: str, password: str, which: str
+        self, nodes: Sequence[tuple[str, int]], opts: RedisTarget, *, ssl: bool, user: str, password: str, which: str
     ) -> None:
         for node in nodes:
             client = self._client(node, user, password, ssl, opts)
@@ -472,19 +442,19 @@ class RedisRotator:
                 await client.aclose()
 
     async def verify(self, ctx: RotationContext, new: NewSecret) -> None:
-        opts = RedisOptions.from_mapping(ctx.options)
+        opts = _target(ctx)
         cred, current = self._new_credential(ctx, opts, new)
         assert cred.password is not None
         admin = await self._admin(ctx, opts)
         nodes = self._nodes(opts, admin)
-        ssl = cred.scheme == "rediss" if cred.scheme is not None else admin.ssl
+        ssl = opts.tls or (cred.scheme == "rediss" if cred.scheme is not None else admin.ssl)
         await self._check_auth(nodes, opts, ssl=ssl, user=cred.user, password=cred.password, which="new")
         if current is not None and current.password is not None:
             await self._check_auth(nodes, opts, ssl=ssl, user=cred.user, password=current.password, which="current")
         logger.info("redis rotation %s: user %s verified on %d node(s)", ctx.rotation_id, cred.user, len(nodes))
 
     async def retire(self, ctx: RotationContext, previous: SecretVersion | None) -> RetireResult:
-        opts = RedisOptions.from_mapping(ctx.options)
+        opts = _target(ctx)
         if previous is None or previous.value == "":
             return RetireResult(done=True, detail="no previous version")
         old = self._credential(previous.value, "the previous secret value", opts)

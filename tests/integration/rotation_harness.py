@@ -18,7 +18,7 @@ import psycopg
 import redis
 
 from kvemulator import KeyVaultEmulator
-from tests.support import leakscan
+from tests.support import leakscan, operator_files
 from tests.support.services import PostgresServer, RedisServer, no_retry
 
 
@@ -108,10 +108,31 @@ def setup_postgres_alternating(emu: KeyVaultEmulator, pg: PostgresServer, *, sec
         value = f"postgresql://{blue}:{password}@{pg.host}:{pg.port}/postgres?connect_timeout=5&application_name=svc"
     else:
         value = pg.dsn(blue, password)
-    emu.put(secret, value, tags={
-        "rotation-policy": "postgres", "rotation-interval-days": "90", "rotation-admin-secret": "pg-admin",
-        "rotation-roles": f"{blue},{green}", "rotation-owner-role": owner})
+    declare_postgres(emu, pg, secret, strategy="alternating", roles=[blue, green], owner_role=owner)
+    emu.put(secret, value, tags={"rotation-policy": "postgres"})
     return {"blue": blue, "green": green, "owner": owner}
+
+
+def postgres_target(pg: PostgresServer, *, strategy: str, roles: list[str], owner_role: str | None = None,
+                    admin_secret: str = "pg-admin", **more: object) -> dict[str, object]:
+    target: dict[str, object] = {"kind": "postgres", "host": pg.host, "port": pg.port, "database": "postgres",
+                                 "adminSecret": admin_secret, "strategy": strategy, "roles": roles, **more}
+    if owner_role is not None:
+        target["ownerRole"] = owner_role
+    return target
+
+
+def declare_postgres(emu: KeyVaultEmulator, pg: PostgresServer, secret: str, *, strategy: str, roles: list[str],
+                     owner_role: str | None = None, interval_days: int = 90, **more: object) -> str:
+    """Declare ``secret`` as a PostgreSQL-rotated secret of this test vault's operator file."""
+    name = f"pg-{secret}"
+    operator_files.declare(
+        emu,
+        admin_secrets=["pg-admin"],
+        targets={name: postgres_target(pg, strategy=strategy, roles=roles, owner_role=owner_role, **more)},
+        secrets={secret: {"rotator": "postgres", "target": name, "intervalDays": interval_days}},
+    )
+    return name
 
 
 def setup_postgres_single(emu: KeyVaultEmulator, pg: PostgresServer, *,
@@ -122,9 +143,8 @@ def setup_postgres_single(emu: KeyVaultEmulator, pg: PostgresServer, *,
         conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
     leakscan.register([password])
     emu.put("pg-admin", pg.admin_dsn)
-    emu.put(secret, pg.dsn(role, password), tags={
-        "rotation-policy": "postgres", "rotation-interval-days": "90", "rotation-admin-secret": "pg-admin",
-        "rotation-strategy": "single"})
+    declare_postgres(emu, pg, secret, strategy="single", roles=[role])
+    emu.put(secret, pg.dsn(role, password))
     return role
 
 
@@ -133,9 +153,6 @@ def setup_redis(emu: KeyVaultEmulator, server: RedisServer, *, secret: str = "re
     """The vault serves the ``default`` user's password (or a named user's redis:// URL)."""
     admin = f"redis://{server.admin_user}:{server.admin_password}@{server.host}:{server.port}/0"
     emu.put("redis-admin", admin)
-    nodes = ",".join(f"{h}:{p}" for h, p in server.nodes)
-    tags = {"rotation-policy": "redis", "rotation-interval-days": "90", "rotation-admin-secret": "redis-admin",
-            "rotation-nodes": nodes}
     if named_user:
         password = "initial-" + uuid.uuid4().hex
         user = f"svc_{uuid.uuid4().hex[:6]}"
@@ -144,10 +161,31 @@ def setup_redis(emu: KeyVaultEmulator, server: RedisServer, *, secret: str = "re
         client.close()
         value = f"redis://{user}:{password}@{server.host}:{server.port}/0"
     else:
+        user = "default"
         password = server.default_password
         value = password
     leakscan.register([password])
-    emu.put(secret, value, tags=tags)
+    declare_redis(emu, server, secret, user=user)
+    emu.put(secret, value, tags={"rotation-policy": "redis"})
+
+
+def redis_target(server: RedisServer, *, user: str = "default", admin_secret: str = "redis-admin",
+                 **more: object) -> dict[str, object]:
+    return {"kind": "redis", "nodes": [f"{h}:{p}" for h, p in server.nodes], "user": user,
+            "adminSecret": admin_secret, **more}
+
+
+def declare_redis(emu: KeyVaultEmulator, server: RedisServer, secret: str, *, user: str = "default",
+                  interval_days: int = 90, **more: object) -> str:
+    """Declare ``secret`` as a Redis-rotated secret of this test vault's operator file."""
+    name = f"redis-{secret}"
+    operator_files.declare(
+        emu,
+        admin_secrets=["redis-admin"],
+        targets={name: redis_target(server, user=user, **more)},
+        secrets={secret: {"rotator": "redis", "target": name, "intervalDays": interval_days}},
+    )
+    return name
 
 
 def rotation_ids(emu: KeyVaultEmulator, secret: str) -> set[str]:

@@ -118,4 +118,4 @@ async def test_replay_of_an_old_event_after_rotation_writes_nothing(
 
 async def test_event_for_a_deleted_secret_is_acknowledged(emulator: KeyVaultEmulator, container: Container) -> None:
     result = await handle_event(near_expiry_event("session-encryption-key", "a" * 32), container)
-    assert result.acknowledged and result.status == "rejected" and "not found" in result.reason
+    assert result.acknowledged and result.status == "rejected" and "no managed secret" in result.reason

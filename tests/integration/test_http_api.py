@@ -32,6 +32,7 @@ from shared.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext
 from shared.settings import Settings
 from tests.conftest import VAULT, make_settings
+from tests.support import operator_files
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 KEY = "session-encryption-key"
@@ -236,9 +237,15 @@ async def test_a_vault_off_the_allow_list_is_refused_with_403(emulator: KeyVault
     assert emulator.count() == 0
 
 
-async def test_a_missing_secret_is_404(emulator: KeyVaultEmulator, container: Container) -> None:
-    resp = await handle_rotate(rotate("does-not-exist"), container)
-    assert resp.status_code == 404 and read(resp)["error"]["code"] == "SecretNotFound"
+async def test_a_missing_secret_is_404_like_an_unmanaged_one(emulator: KeyVaultEmulator,
+                                                            container: Container) -> None:
+    emulator.put("plain-secret", "plain-secret-value-123456789")
+    missing = await handle_rotate(rotate("does-not-exist"), container)
+    unmanaged = await handle_rotate(rotate("plain-secret"), container)
+    assert missing.status_code == unmanaged.status_code == 404
+    assert read(missing)["error"]["code"] == read(unmanaged)["error"]["code"] == "NotManaged"
+    assert read(missing)["error"]["message"].replace("does-not-exist", "X") == \
+        read(unmanaged)["error"]["message"].replace("plain-secret", "X")
 
 
 async def test_a_secret_without_a_policy_is_404_and_untouched(emulator: KeyVaultEmulator,
@@ -267,8 +274,9 @@ async def test_forcing_a_manual_only_secret_without_a_rotator_is_409_and_writes_
 
 async def test_forcing_a_manual_only_secret_that_names_a_generator_rotates_it_without_expiry(
         emulator: KeyVaultEmulator, container: Container) -> None:
-    emulator.put("encryption-master-key", "manual-master-key-0123456789abcdefghij",
-                 tags={"rotation-generator": "random", "rotation-length": "32"})
+    operator_files.declare(emulator, secrets={
+        "encryption-master-key": {"rotator": "manual", "generator": "random", "options": {"length": "32"}}})
+    emulator.put("encryption-master-key", "manual-master-key-0123456789abcdefghij")
     resp = await handle_rotate(rotate("encryption-master-key", {"force": True, "reason": "yearly ceremony"}), container)
     assert resp.status_code == 200 and read(resp)["status"] == "rotated"
     latest = emulator.latest("encryption-master-key")
@@ -441,15 +449,21 @@ async def test_status_of_a_secret_with_invalid_policy_tags_explains_the_error(em
     emulator.put("custom-token", "custom-token-value-123456789", tags={"rotation-policy": "nonsense"})
     resp = await handle_status(status_req("custom-token"), container)
     assert resp.status_code == 200
-    assert "unknown rotation policy" in read(resp)["policyError"]
+    assert "may use only jwt, manual, random" in read(resp)["policyError"]
 
 
-@pytest.mark.parametrize(("name", "code"), [("does-not-exist", "SecretNotFound"), ("plain-secret", "NotManaged")])
-async def test_status_of_a_missing_or_unmanaged_secret_is_404(emulator: KeyVaultEmulator, container: Container,
-                                                              name: str, code: str) -> None:
+async def test_status_answers_a_missing_and_an_unmanaged_secret_alike(emulator: KeyVaultEmulator,
+                                                                     container: Container) -> None:
+    """A caller learns nothing about secrets the app does not manage, not even that they exist."""
     emulator.put("plain-secret", "plain-secret-value-123456789")
-    resp = await handle_status(status_req(name), container)
-    assert resp.status_code == 404 and read(resp)["error"]["code"] == code
+    emulator.put("plain-other", "plain-secret-value-123456789")
+    answers = []
+    for name in ("does-not-exist", "plain-secret"):
+        resp = await handle_status(status_req(name), container)
+        assert resp.status_code == 404
+        answers.append(json.dumps(read(resp)).replace(name, "NAME"))
+    assert answers[0] == answers[1]
+    assert read(resp)["error"]["code"] == "NotManaged"
 
 
 async def test_status_for_a_vault_off_the_allow_list_is_403(emulator: KeyVaultEmulator,

@@ -25,7 +25,7 @@ from shared.model import NewSecret
 from shared.ports import SecretReader
 from shared.rotators.base import RotationContext, Rotator
 from shared.rotators.postgres import ConnInfo, PostgresRotator, build_conninfo_uri, generate_password
-from tests.support.rotator_context import MemorySecrets, version_of
+from tests.support.rotator_context import MemorySecrets, postgres_target, version_of
 from tests.support.rotator_context import make_ctx as _make_ctx
 from tests.support.services import PostgresServer
 
@@ -39,7 +39,7 @@ HOSTILE = "p@ss:w/rd 'q\"b\\s%25 ?x=y&z#frag " + "Z9" * 10
 
 
 def make_ctx(current: str | None, options: Mapping[str, str], secrets: SecretReader) -> RotationContext:
-    return _make_ctx("app-db", current, options, secrets)
+    return _make_ctx("app-db", current, options, secrets, postgres_target(options, secrets, current))
 
 
 def can_login(dsn: str) -> bool:
@@ -380,7 +380,7 @@ async def test_missing_roles_without_create_roles_is_configuration_error_and_cre
     rotator = PostgresRotator()
     new = await rotator.create(ctx)
 
-    with pytest.raises(ConfigurationError, match="create-roles"):
+    with pytest.raises(ConfigurationError, match="createRoles"):
         await rotator.apply(ctx, new)
     assert authid(postgres_server) == before
 
@@ -587,11 +587,12 @@ async def test_bad_input_raises_clear_error_and_changes_nothing(
         options["roles"] = roles.blue
     elif case == "bad-connect-timeout":
         options["connect-timeout"] = "soon"
-    ctx = make_ctx(current, options, secrets)
     before = authid(roles.pg)
     rotator = PostgresRotator()
 
     with pytest.raises(expected) as info:
+        # A bad target is refused where the operator file is parsed, before anything connects.
+        ctx = make_ctx(current, options, secrets)
         new = await rotator.create(ctx)
         await rotator.apply(ctx, new)
 

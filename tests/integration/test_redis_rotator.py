@@ -23,7 +23,7 @@ from shared.model import NewSecret
 from shared.ports import SecretReader
 from shared.rotators.base import RotationContext, Rotator
 from shared.rotators.redis import RedisCredential, RedisRotator, generate_password, password_hash
-from tests.support.rotator_context import MemorySecrets, version_of
+from tests.support.rotator_context import MemorySecrets, redis_target, version_of
 from tests.support.rotator_context import make_ctx as _make_ctx
 from tests.support.services import RedisServer, no_retry
 
@@ -37,7 +37,7 @@ HOSTILE = "p@ss:w/rd 'q\"b\\s%25 ?x=y&z#frag >not<a-rule " + "Z9" * 10
 
 
 def make_ctx(current: str | None, options: Mapping[str, str], secrets: SecretReader) -> RotationContext:
-    return _make_ctx("app-redis", current, options, secrets)
+    return _make_ctx("app-redis", current, options, secrets, redis_target(options, secrets, current))
 
 
 def admin_url(rs: RedisServer, password: str | None = None) -> str:
@@ -243,7 +243,7 @@ async def test_named_user_url_keeps_its_form_and_other_parts(redis_server_fresh:
         query="socket_timeout=5&health_check_interval=0",
     ).render()
 
-    new = await rotate(RedisRotator(), make_ctx(old_value, options_for(rs, user="ignored-for-urls"), secrets_for(rs)))
+    new = await rotate(RedisRotator(), make_ctx(old_value, options_for(rs, user="svc"), secrets_for(rs)))
 
     before, after = urlsplit(old_value), urlsplit(new.value)
     assert (after.scheme, after.hostname, after.port, after.path, after.query) == (
@@ -448,14 +448,15 @@ async def test_missing_user_is_configuration_error_and_creates_nothing(redis_ser
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"nodes": "127.0.0.1:1"}, "admin-secret"),
+        ({"nodes": "127.0.0.1:1"}, "adminSecret"),
         ({"admin-secret": ADMIN_SECRET, "persist": "sometimes"}, "persist"),
         ({"admin-secret": ADMIN_SECRET, "nodes": "host:notaport"}, "nodes"),
-        ({"admin-secret": ADMIN_SECRET, "connect-timeout": "soon"}, "connect-timeout"),
+        ({"admin-secret": ADMIN_SECRET, "connect-timeout": "soon"}, "connectTimeoutSeconds"),
         ({"admin-secret": ADMIN_SECRET, "user": "two words"}, "user"),
     ],
 )
-async def test_bad_options_are_configuration_errors(options: dict[str, str], match: str) -> None:
+async def test_a_bad_target_is_a_configuration_error_naming_the_key(options: dict[str, str], match: str) -> None:
+    """Targets come from the operator file, whose parser names the bad key before anything connects."""
     with pytest.raises(ConfigurationError, match=match):
         await RedisRotator().create(make_ctx("pw-" + uuid.uuid4().hex, options, MemorySecrets()))
 

@@ -19,6 +19,7 @@ from kvemulator import KeyVaultEmulator
 from shared.container import Container
 from shared.engine import Outcome, RotationEngine, RotationRequest, Trigger
 from shared.inventory import sweep
+from shared.operator_config import OperatorConfig
 from shared.settings import Settings
 from shared.vault import KeyVaultStore
 from tests.conftest import VAULT, make_settings
@@ -139,6 +140,10 @@ class _Deps:
     @property
     def settings(self) -> Settings:
         return self.container.settings
+
+    @property
+    def operator(self) -> OperatorConfig:
+        return self.container.operator
 
     def store(self, vault: str) -> KeyVaultStore:
         return self.container.store(vault)

@@ -43,6 +43,9 @@ class FakeStore:
             raise SecretNotFound("disabled")
         return found
 
+    async def get_properties(self, name: str) -> SecretProperties:
+        return (await self.get(name)).properties
+
     async def set(self, name: str, value: str, *, content_type: str | None, tags: Mapping[str, str],
                   not_before: datetime | None, expires_on: datetime | None) -> SecretProperties:
         self.writes += 1

@@ -8,13 +8,16 @@ import pytest
 
 from shared.engine import RotationEngine, RotationRequest, Step, Tag, Trigger
 from shared.errors import LeaseLost, ManualOnly, NotManaged, PolicyError
+from shared.operator_config import OperatorConfig
 from shared.ports import Consumer
 from shared.rotators.jwt_key import JwtRotator
 from shared.rotators.random_secret import RandomRotator
 from shared.settings import Settings
+from tests.support.operator_files import base_config
 from tests.unit.fakes import FakeLocker, FakeStore, RecordingNotifier
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+OPERATOR = OperatorConfig.from_mapping(base_config())
 
 
 class Clock:
@@ -40,6 +43,7 @@ def make_engine(store: FakeStore, *, clock: Clock | None = None, notifier: Recor
 
     return RotationEngine(
         settings=settings,
+        operator=OPERATOR,
         stores=lambda vault: store,
         locker=locker or FakeLocker(),
         rotators={"random": RandomRotator(), "jwt": JwtRotator(timedelta(hours=1))},
