@@ -14,9 +14,11 @@ export function isPostgresAuthFailure(err: unknown): boolean {
   return PG_AUTH_CODES.has((err as { code?: string })?.code ?? "");
 }
 
+const CLOSED_ERRORS = new Set(["SocketClosedUnexpectedlyError", "ClientClosedError", "ClientOfflineError"]);
+
+/** node-redis's "the connection went away" errors (their `name` is plain "Error"; the class name is not). */
 function isConnectionClosed(err: unknown): boolean {
-  const name = (err as Error)?.name ?? "";
-  return name === "SocketClosedUnexpectedlyError" || name === "ClientClosedError" || name === "ClientOfflineError";
+  return CLOSED_ERRORS.has((err as object)?.constructor?.name ?? "");
 }
 
 export function isRedisAuthFailure(err: unknown): boolean {

@@ -1,0 +1,78 @@
+"""The backend (FastAPI) wired to keyvault_rotation_kit: the code docs/consumers.md quotes.
+
+Run it with ``create_app(CachedSecretClient.from_vault_url(...), ...)`` under
+any ASGI server; tests/kits/test_examples.py runs it against the Key Vault
+emulator, PostgreSQL and Redis and pings it with the rotation app's notifier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, HTTPException
+from keyvault_rotation_kit import (
+    CachedSecretClient,
+    JwtKeyRing,
+    RefreshEndpoint,
+    SecretValue,
+    SelfHealingRedis,
+    TokenInvalid,
+    connect_postgres,
+    fastapi_router,
+)
+
+SECRETS_USED = ["jwt-signing-key", "database-connection-string", "redis-password", "session-encryption-key"]
+
+
+def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: str, redis_port: int,
+               redis_user: str) -> FastAPI:
+    """The backend: ``GET /api/items`` (JWT, PostgreSQL, Redis) and the refresh endpoint."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # --8<-- [start:wiring]
+        secrets = make_secrets()  # e.g. CachedSecretClient.from_vault_url(VAULT_URL)
+        ring = JwtKeyRing(secrets, "jwt-signing-key")
+        redis = SelfHealingRedis(secrets, "redis-password", host=redis_host, port=redis_port, username=redis_user)
+
+        async def on_refreshed(secret: SecretValue) -> None:  # after each re-read caused by a ping
+            if secret.name == "jwt-signing-key":
+                await ring.reload()
+            elif secret.name == "redis-password":
+                await redis.refresh()
+
+        endpoint = RefreshEndpoint(
+            secrets,
+            allowed_secrets=SECRETS_USED,
+            webhook_key_secret="backend-refresh-hmac-key",  # whsec_ key, read from Key Vault
+            on_refreshed=on_refreshed,
+        )
+        app.include_router(fastapi_router(endpoint))  # POST /internal/secrets/refresh
+        # --8<-- [end:wiring]
+        state.update(secrets=secrets, ring=ring, redis=redis)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await secrets.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    # --8<-- [start:request]
+    @app.get("/api/items")
+    async def items(authorization: Annotated[str, Header()] = "") -> dict[str, Any]:
+        try:  # current key, or any still-enabled previous one: tokens survive a rotation
+            claims = await state["ring"].verify(authorization.removeprefix("Bearer ").strip())
+        except TokenInvalid:
+            raise HTTPException(status_code=401) from None
+        conn = await connect_postgres(state["secrets"], "database-connection-string")  # heals once on auth failure
+        async with conn:
+            await conn.execute("SELECT 1")
+        hits = await state["redis"].run(lambda r: r.incr("backend:hits"))  # heals once on auth failure
+        return {"user": claims["sub"], "hits": hits}
+    # --8<-- [end:request]
+
+    return app
