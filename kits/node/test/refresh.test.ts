@@ -123,3 +123,22 @@ test("Entra bearer tokens are validated against a local issuer's published keys"
   assert.equal((await call(token({ aud: "api://backend" })))[0], 401);
   assert.equal((await call(token({}, generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey)))[0], 401);
 });
+
+test("a real ping of the Python notifier verifies with the npm standardwebhooks package and the endpoint", async () => {
+  const { readFileSync } = await import("node:fs");
+  const { env: getEnv } = await import("./env");
+  const ping = JSON.parse(readFileSync(getEnv("PYTHON_NOTIFIER_PING"), "utf8")) as {
+    key: string;
+    headers: Record<string, string>;
+    body: string;
+  };
+  const parsed = new Webhook(ping.key).verify(ping.body, ping.headers) as { rotationId: string };
+  assert.equal(parsed.rotationId, "rot-from-python");
+  assert.equal(ping.headers["webhook-id"], "rot-from-python");
+  assert.match(ping.headers["webhook-signature"], /^v1,[A-Za-z0-9+/]+=*$/);
+  // The endpoint accepts it (its signature check passes; the secret is not on this allow-list: 404, not 401).
+  const endpoint = new RefreshEndpoint(cachedClient(), { allowedSecrets: ["other"], webhookKey: ping.key });
+  assert.equal((await endpoint.handle(ping.headers, Buffer.from(ping.body))).status, 404);
+  const tampered = Buffer.from(ping.body.replace("rot-from-python", "rot-forged"));
+  assert.equal((await endpoint.handle(ping.headers, tampered)).status, 401);
+});
