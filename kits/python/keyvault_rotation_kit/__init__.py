@@ -13,6 +13,7 @@ from keyvault_rotation_kit.errors import (
     SecretUnavailable,
     TokenInvalid,
 )
+from keyvault_rotation_kit.fanout import RedisFanout
 from keyvault_rotation_kit.healing import SelfHealingRedis, connect_postgres, with_fresh_secret
 from keyvault_rotation_kit.jwt_ring import JwtKeyRing
 from keyvault_rotation_kit.refresh import (
@@ -35,6 +36,7 @@ __all__ = [
     "IssuerUnavailable",
     "JwtKeyRing",
     "KitError",
+    "RedisFanout",
     "RefreshASGIApp",
     "RefreshEndpoint",
     "SecretNotFound",
