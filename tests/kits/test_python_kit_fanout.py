@@ -32,7 +32,7 @@ class Instance:
 
 @pytest.fixture
 async def instances(emulator: KeyVaultEmulator, redis_server: RedisServer) -> AsyncIterator[
-        Callable[[int], Any]]:
+        Callable[[str], Any]]:
     user = f"fan-{uuid.uuid4().hex[:8]}"
     password = secrets.token_urlsafe(18)
     leakscan.register([password])

@@ -5,3 +5,4 @@ export * from "./bearer";
 export * from "./refresh";
 export * from "./healing";
 export * from "./jwtRing";
+export * from "./fanout";
