@@ -31,8 +31,8 @@ has exactly these fields:
     credential can hide in a URL that ends up in logs.
 ``auth`` (required, no default so the choice is always explicit)
     ``"entra"``: a bearer token for ``audience`` from the app's managed
-    identity; ``"hmac"``: an HMAC-SHA256 signature keyed by the Key Vault
-    secret named ``hmacSecret``; ``"none"``: no authentication (only for
+    identity; ``"hmac"``: a Standard Webhooks signature (HMAC-SHA256) keyed
+    by the ``whsec_`` Key Vault secret named ``hmacSecret``; ``"none"``: no authentication (only for
     services that merely re-read from Key Vault and accept nothing else).
 ``audience`` (required for, and only allowed with, ``entra``)
     The application ID URI of the consumer, e.g. ``api://bridge``; the token
