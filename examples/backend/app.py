@@ -15,6 +15,7 @@ from fastapi import FastAPI, Header, HTTPException
 from keyvault_rotation_kit import (
     CachedSecretClient,
     JwtKeyRing,
+    RedisFanout,
     RefreshEndpoint,
     SecretValue,
     SelfHealingRedis,
@@ -27,8 +28,13 @@ SECRETS_USED = ["jwt-signing-key", "database-connection-string", "redis-password
 
 
 def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: str, redis_port: int,
-               redis_user: str) -> FastAPI:
-    """The backend: ``GET /api/items`` (JWT, PostgreSQL, Redis) and the refresh endpoint."""
+               redis_user: str, fanout_service: str | None = None) -> FastAPI:
+    """The backend: ``GET /api/items`` (JWT, PostgreSQL, Redis) and the refresh endpoint.
+
+    With ``fanout_service`` the refresh is fanned out to the other replicas
+    over Redis pub/sub (the Redis URL is the Key Vault secret
+    ``fanout-redis-url``) and acknowledged for the whole service.
+    """
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -44,10 +50,16 @@ def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: st
             elif secret.name == "redis-password":
                 await redis.refresh()
 
+        fanout = None
+        if fanout_service:  # optional: acknowledge for every replica
+            channel = SelfHealingRedis(secrets, "fanout-redis-url")
+            fanout = RedisFanout(channel, secrets, service=fanout_service, on_refreshed=on_refreshed)
+            await fanout.start()
         endpoint = RefreshEndpoint(
             secrets,
             allowed_secrets=SECRETS_USED,
             webhook_key_secret="backend-refresh-hmac-key",  # whsec_ key, read from Key Vault
+            fanout=fanout,
             on_refreshed=on_refreshed,
         )
         app.include_router(fastapi_router(endpoint))  # POST /internal/secrets/refresh
@@ -56,6 +68,9 @@ def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: st
         try:
             yield
         finally:
+            if fanout is not None:
+                await fanout.stop()
+                await channel.aclose()
             await redis.aclose()
             await secrets.close()
 
@@ -72,7 +87,13 @@ def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: st
         async with conn:
             await conn.execute("SELECT 1")
         hits = await state["redis"].run(lambda r: r.incr("backend:hits"))  # heals once on auth failure
+        await state["secrets"].get_secret("session-encryption-key")  # cached; re-read on a ping
         return {"user": claims["sub"], "hits": hits}
     # --8<-- [end:request]
+
+    @app.get("/internal/secrets/version")
+    async def version(name: str) -> dict[str, str | None]:
+        """What this replica uses now (the e2e run measures convergence with it)."""
+        return {"version": state["secrets"].cached_version(name)}
 
     return app

@@ -11,11 +11,14 @@ import {
   SelfHealingRedis,
   connectPostgres,
   refreshRouter,
+  type Fanout,
   type SecretValue,
 } from "../../kits/node/src";
 
 export interface BridgeOptions {
   redis: { host: string; port: number; username: string };
+  /** Replica fan-out (RedisFanout); without it the refresh answers for this instance only. */
+  fanout?: Fanout;
 }
 
 export function createBridge(secrets: CachedSecretClient, options: BridgeOptions) {
@@ -28,6 +31,7 @@ export function createBridge(secrets: CachedSecretClient, options: BridgeOptions
   const endpoint = new RefreshEndpoint(secrets, {
     allowedSecrets: ["jwt-signing-key", "database-connection-string", "redis-password", "session-encryption-key"],
     webhookKeySecret: "bridge-refresh-hmac-key", // whsec_ key, read from Key Vault
+    fanout: options.fanout, // optional: acknowledge for every replica (RedisFanout)
     onRefreshed: async (secret: SecretValue) => {
       if (secret.name === "jwt-signing-key") await ring.reload();
       if (secret.name === "redis-password") await redis.refresh();
@@ -55,9 +59,15 @@ export function createBridge(secrets: CachedSecretClient, options: BridgeOptions
       await db.end();
     }
     const hits = await redis.run((r) => r.incr("bridge:hits")); // heals once on auth failure
+    await secrets.getSecret("session-encryption-key"); // cached; re-read on a ping
     res.json({ user: res.locals.claims.sub, hits });
   });
   // --8<-- [end:request]
 
-  return { app, ring, redis };
+  // What this replica uses now (the e2e run measures convergence with it).
+  app.get("/internal/secrets/version", (req, res) => {
+    res.json({ version: secrets.cachedVersion(String(req.query.name ?? "")) ?? null });
+  });
+
+  return { app, ring, redis, endpoint };
 }

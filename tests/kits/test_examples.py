@@ -73,6 +73,7 @@ async def test_backend_example_serves_through_a_missed_rotation_and_a_pinged_one
     emulator.put("redis-password", redis_pw)
     emulator.put("jwt-signing-key", secret(base64.urlsafe_b64encode(secrets.token_bytes(64)).decode().rstrip("=")))
     emulator.put("backend-refresh-hmac-key", new_webhook_key())
+    emulator.put("session-encryption-key", secret(base64.b64encode(secrets.token_bytes(32)).decode()))
 
     app = create_app(lambda: CachedSecretClient(emulator.async_secret_client()), redis_host=redis_server.host,
                      redis_port=redis_server.port, redis_user=user)

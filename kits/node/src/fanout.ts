@@ -30,6 +30,8 @@ export class RedisFanout implements Fanout {
   private subscriber: Redis | undefined;
   private timer: NodeJS.Timeout | undefined;
   timeoutMs: number;
+  /** Runs after a refresh caused by a sibling's broadcast (rebuild a pool, reload a JWT ring, ...). */
+  onRefreshed: ((secret: SecretValue) => Promise<void> | void) | undefined;
 
   /** `redis` is a connected client of the service; it is duplicated for the pub/sub connections. */
   constructor(
@@ -41,6 +43,7 @@ export class RedisFanout implements Fanout {
     this.channel = `kv-rotation:${options.service}:refresh`;
     this.members = `kv-rotation:${options.service}:instances`;
     this.timeoutMs = options.timeoutMs ?? 3000;
+    this.onRefreshed = options.onRefreshed;
   }
 
   /** Subscribe, then announce this instance (it never counts as live before it can answer). */
@@ -124,7 +127,7 @@ export class RedisFanout implements Fanout {
     if (this.secrets.cachedVersion(notice.secretName) !== notice.version) {
       try {
         const secret = await this.secrets.refresh(notice.secretName);
-        await this.options.onRefreshed?.(secret);
+        await this.onRefreshed?.(secret);
         current = secret.version;
       } catch {
         return; // no reply: the acknowledging instance answers 503 and the ping is retried

@@ -26,6 +26,7 @@ test("the bridge example serves JWT requests on PostgreSQL and Redis through a m
   await put("jwt-signing-key", randomBytes(64).toString("base64url"));
   const hmacKey = "whsec_" + randomBytes(32).toString("base64");
   await put("bridge-refresh-hmac-key", hmacKey);
+  await put("session-encryption-key", randomBytes(32).toString("base64"));
 
   const { app, redis } = createBridge(cachedClient(), { redis: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")), username: user } });
   const server = createServer(app);
