@@ -28,7 +28,7 @@ SECRETS_USED = ["jwt-signing-key", "database-connection-string", "redis-password
 
 
 def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: str, redis_port: int,
-               redis_user: str, fanout_service: str | None = None) -> FastAPI:
+               redis_user: str | None = None, fanout_service: str | None = None) -> FastAPI:
     """The backend: ``GET /api/items`` (JWT, PostgreSQL, Redis) and the refresh endpoint.
 
     With ``fanout_service`` the refresh is fanned out to the other replicas
@@ -43,6 +43,7 @@ def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: st
         secrets = make_secrets()  # e.g. CachedSecretClient.from_vault_url(VAULT_URL)
         ring = JwtKeyRing(secrets, "jwt-signing-key")
         redis = SelfHealingRedis(secrets, "redis-password", host=redis_host, port=redis_port, username=redis_user)
+        # (a redis:// URL in the secret wins over host, port and username)
 
         async def on_refreshed(secret: SecretValue) -> None:  # after each re-read caused by a ping
             if secret.name == "jwt-signing-key":

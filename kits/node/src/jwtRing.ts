@@ -34,6 +34,7 @@ export interface JwtKeyRingOptions {
 export class JwtKeyRing {
   private keys: RingKey[] = [];
   private loadedAt = -Infinity;
+  private failureReloadAt = -Infinity;
   private loading: Promise<void> | undefined;
   private readonly format: "raw" | "jwks";
 
@@ -57,10 +58,22 @@ export class JwtKeyRing {
 
   /** The claims of a token signed by any still-enabled key; throws TokenInvalid. */
   async verify(token: string, options: Omit<jwt.VerifyOptions, "algorithms" | "complete"> = {}): Promise<jwt.JwtPayload> {
+    const keys = await this.ring();
     try {
-      return this.verifyWith(await this.ring(), token, options);
+      return this.verifyWith(keys, token, options);
     } catch (err) {
-      if (!(err instanceof TokenInvalid) || !(await this.reloadIfAllowed())) throw err;
+      if (!(err instanceof TokenInvalid)) throw err;
+    }
+    if (this.keys === keys) {
+      // Nobody reloaded since our attempt: reload once (shared by concurrent failures), rate-limited.
+      if (!this.loading) {
+        if (performance.now() - this.failureReloadAt < (this.options.reloadIntervalMs ?? 5_000)) {
+          throw new TokenInvalid("no known key verifies the token");
+        }
+        this.failureReloadAt = performance.now();
+        this.secrets.invalidate(this.secretName);
+      }
+      await this.load();
     }
     return this.verifyWith(this.keys, token, options);
   }
@@ -106,14 +119,6 @@ export class JwtKeyRing {
   private async ring(): Promise<RingKey[]> {
     if (!this.keys.length || performance.now() - this.loadedAt >= (this.options.ttlMs ?? 300_000)) await this.load();
     return this.keys;
-  }
-
-  private async reloadIfAllowed(): Promise<boolean> {
-    if (performance.now() - this.loadedAt < (this.options.reloadIntervalMs ?? 5_000)) return false;
-    const before = this.keys.map((k) => k.version).join(",");
-    this.secrets.invalidate(this.secretName);
-    await this.load();
-    return this.keys.map((k) => k.version).join(",") !== before;
   }
 
   private load(): Promise<void> {

@@ -13,8 +13,9 @@ just before a rotation keep working. This ring gives verifiers exactly that:
   versions' sets.
 
 A token that verifies with none of the known keys triggers one re-read of the
-ring (another replica may already sign with a key this one has not seen),
-rate-limited so forged tokens cannot make it hammer Key Vault.
+ring (another replica may already sign with a key this one has not seen);
+concurrent failures share that re-read, and such re-reads happen at most once
+per ``reload_interval_seconds`` so forged tokens cannot make it hammer Key Vault.
 
 :meth:`public_jwks` exports the public keys for other verifiers; it is built
 from each private key's *public key object*, so no private member can slip
@@ -78,6 +79,7 @@ class JwtKeyRing:
         self._leeway = leeway_seconds
         self._keys: list[_Key] = []
         self._loaded_at = float("-inf")
+        self._failure_reload_at = float("-inf")  # reloads caused by unknown tokens, rate-limited
         self._lock = asyncio.Lock()
 
     async def sign(self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None) -> str:
@@ -98,8 +100,14 @@ class JwtKeyRing:
         try:
             return self._verify(keys, token, decode_options)
         except TokenInvalid:
-            if not await self._reload_if_allowed():
-                raise
+            pass
+        async with self._lock:
+            if self._keys is keys:  # nobody reloaded since our attempt
+                if time.monotonic() - self._failure_reload_at < self._reload_interval:
+                    raise TokenInvalid("no known key verifies the token")
+                self._failure_reload_at = time.monotonic()
+                self._secrets.invalidate(self._name)
+                await self._load()
         return self._verify(self._keys, token, decode_options)
 
     async def public_jwks(self) -> dict[str, Any]:
@@ -157,15 +165,6 @@ class JwtKeyRing:
             if not self._keys or time.monotonic() - self._loaded_at >= self._ttl:
                 await self._load()
         return self._keys
-
-    async def _reload_if_allowed(self) -> bool:
-        async with self._lock:
-            if time.monotonic() - self._loaded_at < self._reload_interval:
-                return False
-            before = [k.version for k in self._keys]
-            self._secrets.invalidate(self._name)
-            await self._load()
-            return [k.version for k in self._keys] != before
 
     async def _load(self) -> None:
         versions = await self._secrets.enabled_versions(self._name, limit=self._max_versions)
