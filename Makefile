@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: bootstrap test unit lint typecheck demo bench emulator fault-matrix clean
+.PHONY: bootstrap test unit lint typecheck demo bench emulator fault-matrix clean e2e-consumers
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -37,6 +37,11 @@ emulator: bootstrap
 
 clean:
 	rm -rf .venv .venv-checkov .tools .pytest_cache .mypy_cache .ruff_cache .emulator
+
+## The consumer kits end to end: 3 replicas of the bridge and the backend behind nginx, under load while
+## the four secrets rotate 3 times each, with and without the replica fan-out (a few minutes).
+e2e-consumers: bootstrap
+	bash scripts/e2e-consumers.sh
 
 ## Regenerate docs/fault-matrix.md from the fault-matrix suite.
 fault-matrix: bootstrap
