@@ -91,14 +91,15 @@ class Nginx:
             f"{user} worker_processes 1; pid {self.dir}/nginx.pid; error_log {self.dir}/error.log warn; "
             f"events {{ worker_connections 1024; }} http {{ access_log off; {temp} {' '.join(blocks)} }}"
         )
-        self.proc = subprocess.Popen(  # noqa: S603 - our own config
+        self.proc = subprocess.Popen(
             [binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 10
         while not all(_port_open(p) for p in self.ports.values()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("nginx did not start: " + (self.proc.stderr.read().decode() if self.proc.stderr else ""))
+                detail = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError("nginx did not start: " + detail)
             time.sleep(0.05)
 
     def url(self, name: str) -> str:
@@ -130,7 +131,7 @@ class BridgeReplica:
         if fanout:
             env["FANOUT_SERVICE"] = "bridge"
         script = ROOT / "kits/node/dist/examples/bridge/server.js"
-        self.proc = subprocess.Popen(["node", str(script)], env=env, stdout=subprocess.PIPE,  # noqa: S603,S607
+        self.proc = subprocess.Popen(["node", str(script)], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
