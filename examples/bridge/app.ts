@@ -47,7 +47,8 @@ export function createBridge(secrets: CachedSecretClient, options: BridgeOptions
     try {
       res.locals.claims = await ring.verify((req.get("authorization") ?? "").replace(/^Bearer /, ""));
       next();
-    } catch {
+    } catch (err) {
+      if (process.env.DEBUG_AUTH) console.error(`401: ${(err as Error).message}`);
       res.status(401).end();
     }
   });

@@ -131,13 +131,15 @@ class BridgeReplica:
         if fanout:
             env["FANOUT_SERVICE"] = "bridge"
         script = ROOT / "kits/node/dist/examples/bridge/server.js"
-        self.proc = subprocess.Popen(["node", str(script)], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("listening "):
-            raise RuntimeError(f"bridge replica did not start: {line!r}")
-        self.port = int(line.split()[1])
+        self.log = Path(tempfile.mkstemp(prefix="e2e-bridge-", suffix=".log")[1])
+        with self.log.open("w") as out:  # a file, not a pipe nobody reads (a full pipe would block the replica)
+            self.proc = subprocess.Popen(["node", str(script)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not (text := self.log.read_text()).startswith("listening "):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bridge replica did not start: {text[:200]!r}")
+            time.sleep(0.05)
+        self.port = int(text.split()[1])
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -145,13 +147,15 @@ class BridgeReplica:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.unlink(missing_ok=True)
 
 
 class Load:
     """Steady load on both services through nginx; every request has a JWT and touches PostgreSQL and Redis."""
 
-    def __init__(self, http: aiohttp.ClientSession, targets: dict[str, str], signer: JwtKeyRing) -> None:
-        self._http, self._targets, self._signer = http, targets, signer
+    def __init__(self, http: aiohttp.ClientSession, targets: dict[str, str], signer: JwtKeyRing,
+                 signer_client: CachedSecretClient) -> None:
+        self._http, self._targets, self._signer, self._client = http, targets, signer, signer_client
         self.total = 0
         self.failures: list[str] = []
         self._token = ""
@@ -160,6 +164,7 @@ class Load:
     async def issue(self) -> None:
         """The issuer: a fresh token every second, signed with the key the vault serves then."""
         while not self._stop.is_set():
+            self._client.invalidate("jwt-signing-key")  # the issuer reads the key the vault serves now
             await self._signer.reload()
             self._token = await self._signer.sign({"sub": "load", "exp": int(time.time()) + TOKEN_LIFETIME_SECONDS})
             await asyncio.sleep(1.0)
@@ -282,7 +287,7 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
 
     async with CachedSecretClient(emulator.async_secret_client()) as issuer_client:
         load = Load(http, {"backend": nginx.url("backend"), "bridge": nginx.url("bridge")},
-                    JwtKeyRing(issuer_client, "jwt-signing-key"))
+                    JwtKeyRing(issuer_client, "jwt-signing-key"), issuer_client)
         tasks = await load.run()
         await asyncio.sleep(2)  # steady state before the first rotation
         stop_watch = asyncio.Event()
