@@ -223,6 +223,20 @@ async def watch_convergence(emulator: KeyVaultEmulator, http: aiohttp.ClientSess
             await asyncio.sleep(0.005)
 
 
+async def sample_reference(http: aiohttp.ClientSession, url: str, client: CachedSecretClient,
+                           pings: list[float], reads: list[float], stop: asyncio.Event) -> None:
+    """The yardstick, under the same load: one round trip through nginx to a replica, and one vault read."""
+    while not stop.is_set():
+        started = time.monotonic()
+        async with http.get(url + "/internal/secrets/version", params={"name": "jwt-signing-key"}) as response:
+            await response.read()
+        pings.append((time.monotonic() - started) * 1000)
+        started = time.monotonic()
+        await client.get("session-encryption-key", use_cache=False)
+        reads.append((time.monotonic() - started) * 1000)
+        await asyncio.sleep(0.5)
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -294,6 +308,10 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
         convergence: list[float] = []
         watchers = [asyncio.create_task(watch_convergence(emulator, http, replicas, name, convergence, stop_watch))
                     for name in SECRETS]
+        ping_ms: list[float] = []
+        read_ms: list[float] = []
+        watchers.append(asyncio.create_task(
+            sample_reference(http, nginx.url("backend"), issuer_client, ping_ms, read_ms, stop_watch)))
         rotations = 0
 
         async def rotate(name: str) -> None:
@@ -320,7 +338,10 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
     ordered = sorted(convergence)
     p50 = statistics.median(ordered) if ordered else float("nan")
     pmax = ordered[-1] if ordered else float("nan")
+    bound = 1.5 * (statistics.median(ping_ms) + statistics.median(read_ms))
     print(f"\n[{mode}] first failures: {load.failures[:5]}")
+    print(f"[{mode}] reference under load: ping round trip p50 {statistics.median(ping_ms):.0f} ms, vault read p50 "
+          f"{statistics.median(read_ms):.0f} ms; 1.5 x their sum = {bound:.0f} ms; convergence p50 {p50:.0f} ms")
     print(f"e2e-consumers ({mode}): {load.total} requests, {len(load.failures)} failed, {rotations} rotations, "
           f"{REPLICAS} replicas per service, convergence p50 {p50:.0f} ms p max {pmax:.0f} ms")
     assert rotations == ROUNDS * len(SECRETS)
