@@ -47,8 +47,7 @@ export function createBridge(secrets: CachedSecretClient, options: BridgeOptions
     try {
       res.locals.claims = await ring.verify((req.get("authorization") ?? "").replace(/^Bearer /, ""));
       next();
-    } catch (err) {
-      if (process.env.DEBUG_AUTH) console.error(`401: ${(err as Error).message}`);
+    } catch {
       res.status(401).end();
     }
   });

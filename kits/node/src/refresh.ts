@@ -94,22 +94,25 @@ export class RefreshEndpoint {
     if (this.seen.get(rotationId) === version) {
       return answer(200, { version, coverage, duplicate: true });
     }
-    let secret: SecretValue;
-    try {
-      secret = await this.secrets.refresh(name);
-      await this.options.onRefreshed?.(secret);
-    } catch {
-      return answer(503, { error: "could not re-read the secret" }, retry);
-    }
+    const reread = async (): Promise<SecretValue> => {
+      const fresh = await this.secrets.refresh(name);
+      await this.options.onRefreshed?.(fresh);
+      return fresh;
+    };
+    // With a fan-out, the siblings refresh while this instance does: one refresh's time, not two.
+    const [local, remote] = await Promise.allSettled([
+      reread(),
+      this.options.fanout ? this.options.fanout.broadcast(name, version, rotationId) : Promise.resolve(undefined),
+    ]);
+    if (local.status === "rejected") return answer(503, { error: "could not re-read the secret" }, retry);
+    const secret = local.value;
     if (secret.version !== version) return answer(200, { version: secret.version, coverage: "instance" });
     const extra: Record<string, unknown> = {};
     if (this.options.fanout) {
-      let result: FanoutResult;
-      try {
-        result = await this.options.fanout.broadcast(name, version, rotationId);
-      } catch {
+      if (remote.status === "rejected" || remote.value === undefined) {
         return answer(503, { error: "sibling instances did not answer" }, retry);
       }
+      const result = remote.value;
       if (result.confirmed < result.live) {
         return answer(503, { error: "not every instance confirmed", ...result }, retry);
       }

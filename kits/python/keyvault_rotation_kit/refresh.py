@@ -36,6 +36,7 @@ only once every live instance reports the new version (503 otherwise).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -155,23 +156,39 @@ class RefreshEndpoint:
             self._seen.move_to_end(rotation_id)
             return _answer(200, {"version": answered, "coverage": "service" if self._fanout else "instance",
                                  "duplicate": True})
-        try:
+
+        async def reread() -> SecretValue:
             secret = await self._secrets.refresh(name)
             if self._on_refreshed is not None:
                 await self._on_refreshed(secret)
-        except KitError:
+            return secret
+
+        # With a fan-out, the siblings refresh while this instance does: the
+        # answer then costs one refresh, not two in a row.
+        outcomes = await asyncio.gather(
+            reread(), *([self._fanout.broadcast(name, version, rotation_id)] if self._fanout else []),
+            return_exceptions=True,
+        )
+        local = outcomes[0]
+        if isinstance(local, BaseException):
+            if not isinstance(local, Exception):
+                raise local
             return _answer(503, {"error": "could not re-read the secret"}, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+        assert isinstance(local, SecretValue)
+        secret = local
         if secret.version != version:
             # The truth, not the version hoped for: the rotation app records a mismatch.
             return _answer(200, {"version": secret.version, "coverage": "instance"})
         coverage = "instance"
         body_extra: Json = {}
         if self._fanout is not None:
-            try:
-                result = await self._fanout.broadcast(name, version, rotation_id)
-            except Exception:
+            result = outcomes[1]
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
                 return _answer(503, {"error": "sibling instances did not answer"},
                                **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+            assert isinstance(result, FanoutResult)
             if not result.complete:
                 return _answer(503, {"error": "not every instance confirmed", "live": result.live,
                                      "confirmed": result.confirmed}, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
