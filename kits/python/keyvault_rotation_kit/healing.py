@@ -13,6 +13,7 @@ failure, propagates unchanged.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -85,6 +86,8 @@ class SelfHealingRedis:
         self._factory = factory or (lambda value: _default_redis(value, redis_kwargs))
         self._client: Any = None
         self._version: str | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.retire_after_seconds = 30.0  # how long a replaced client may finish its in-flight commands
         self.heals = 0
 
     async def client(self) -> Any:
@@ -115,9 +118,22 @@ class SelfHealingRedis:
     async def _swap(self, secret: SecretValue) -> None:
         old, self._client, self._version = self._client, self._factory(secret.value), secret.version
         if old is not None:
-            await old.aclose()
+            # Commands already running on the old client must finish: close it later, not now.
+            task = asyncio.create_task(self._close_later(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _close_later(self, client: Any) -> None:
+        try:
+            await asyncio.sleep(self.retire_after_seconds)
+        finally:
+            await client.aclose()
 
     async def aclose(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()  # closes its client now
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
