@@ -1,13 +1,21 @@
 """HTTP routes: rotate on demand, and read-only status and plan views.
 
-Every route needs a function key (auth level FUNCTION). The caller recorded
-on a rotation, and the optional app-role check (``ROTATION_REQUIRED_ROLE``),
-come from the ``x-ms-client-principal`` header that App Service
-Authentication (Easy Auth) injects after validating an Entra token. Only
-Easy Auth strips that header from incoming requests, so the role check is a
-real control only when Easy Auth is enabled in front of the app; without it
-anyone holding the function key could forge the header. The caller is then
-just an audit hint, and falls back to "function-key".
+Every route needs a function key (auth level FUNCTION). Who the caller is,
+and the optional app-role check (``ROTATION_REQUIRED_ROLE``), come from the
+``x-ms-client-principal`` header, and that header is trusted only when App
+Service Authentication is really on: the platform then validates the Entra
+token, strips any ``x-ms-client-principal*`` header the client sent and
+injects its own, and tells the app so with ``WEBSITE_AUTH_ENABLED``
+(read once in ``shared/settings.py``, never from the request). Without it
+anyone holding the function key could forge the header, so:
+
+* a required role without App Service Authentication is a broken
+  deployment: every route answers 503 ``DeploymentMisconfigured`` and does
+  nothing (never a silent accept);
+* without a required role the routes work with the function key alone, the
+  principal headers are ignored and the recorded caller is "function-key";
+* roles come from the ``roles`` claim only, never from a claim type the
+  header itself names (``role_typ``).
 
 Errors are answered in one shape, ``{"error": {"code", "message"}}``, mapped
 from the project's exception tree in :func:`error_response`; messages come
@@ -30,25 +38,31 @@ import azure.functions as func
 
 from shared.container import Container, get_container
 from shared.engine import RotationRequest, Trigger
-from shared.errors import Forbidden, InvalidRequest, RotationError, VaultNotAllowed
+from shared.errors import DeploymentMisconfigured, Forbidden, InvalidRequest, RotationError, VaultNotAllowed
 from shared.inventory import plan, secret_status
+from shared.validation import is_secret_name, is_vault_name, is_version, normal_vault, normal_version
 
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
 
-SECRET_NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
-VERSION_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 MAX_BODY_BYTES = 4 * 1024
 MAX_REASON_CHARS = 256
 MAX_CALLER_CHARS = 256
 CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_CALLER = "function-key"
 
-# Claim types App Service Authentication uses for names, object ids and roles.
+PRINCIPAL_HEADER = "x-ms-client-principal"
+PRINCIPAL_NAME_HEADER = "x-ms-client-principal-name"
+
+# Claim types App Service Authentication uses for names and object ids. Fixed
+# here: a type named inside the header (name_typ, role_typ) is never used.
 NAME_CLAIMS = ("name", "preferred_username", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
 OID_CLAIMS = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
-ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+# App roles: the Entra "roles" claim, which App Service passes under that name
+# (its default, legacy claim mapping; WEBSITE_AUTH_USE_LEGACY_CLAIMS must not
+# be set to False, or the role check fails closed with 403).
+ROLE_CLAIM = "roles"
 
 _ROTATE_FIELDS: Mapping[str, type] = {
     "vault": str,
@@ -102,16 +116,25 @@ def _decode_principal(raw: str) -> Mapping[str, Any] | None:
     return data if isinstance(data, Mapping) else None
 
 
-def principal_of(req: func.HttpRequest) -> Principal:
+UNTRUSTED = Principal(DEFAULT_CALLER, frozenset())
+
+
+def principal_of(req: func.HttpRequest, *, platform_auth: bool) -> Principal:
     """Who is calling, from what App Service Authentication put in front of us.
 
-    Accepts the App Service shape (``claims`` with ``typ``/``val``,
-    ``name_typ``, ``role_typ``) and the Static Web Apps shape
-    (``userDetails``, ``userId``); a header that does not decode is treated
-    as absent.
+    ``platform_auth`` is the deployment's ``WEBSITE_AUTH_ENABLED``; without
+    it the headers could come from the client and nothing in them is used.
+    Accepts the App Service shape (``claims`` with ``typ``/``val``) and the
+    Static Web Apps shape (``userDetails``); a header that does not decode is
+    treated as absent.
     """
     headers = req.headers
-    raw = headers.get("x-ms-client-principal")
+    if not platform_auth:
+        if headers.get(PRINCIPAL_HEADER) or headers.get(PRINCIPAL_NAME_HEADER):
+            # Never the header's content: it is attacker-controlled here.
+            log.warning("ignored an x-ms-client-principal header: App Service Authentication is not enabled")
+        return UNTRUSTED
+    raw = headers.get(PRINCIPAL_HEADER)
     data = _decode_principal(raw) if raw else None
     caller: str | None = None
     roles: set[str] = set()
@@ -126,25 +149,27 @@ def principal_of(req: func.HttpRequest) -> Principal:
                         return str(claim["val"])
             return None
 
-        name_typ = data.get("name_typ")
-        role_typ = data.get("role_typ")
         details = data.get("userDetails")
-        caller = (
-            (details if isinstance(details, str) and details.strip() else None)
-            or first(((name_typ,) if isinstance(name_typ, str) else ()) + NAME_CLAIMS)
-            or first(OID_CLAIMS)
+        caller = (details if isinstance(details, str) and details.strip() else None) or first(NAME_CLAIMS) or first(
+            OID_CLAIMS
         )
-        role_types = set(ROLE_CLAIMS) | ({role_typ} if isinstance(role_typ, str) else set())
-        roles = {str(c["val"]) for c in claims if c.get("typ") in role_types and isinstance(c.get("val"), str)}
+        roles = {str(c["val"]) for c in claims if c.get("typ") == ROLE_CLAIM and isinstance(c.get("val"), str)}
     if not caller:
-        caller = headers.get("x-ms-client-principal-name") or None
+        caller = headers.get(PRINCIPAL_NAME_HEADER) or None
     cleaned = _clean(caller, MAX_CALLER_CHARS) if caller else ""
     return Principal(cleaned or DEFAULT_CALLER, frozenset(roles))
 
 
 def authorize(req: func.HttpRequest, container: Container) -> Principal:
-    principal = principal_of(req)
-    required = container.settings.required_role
+    settings = container.settings
+    required = settings.required_role
+    if required and not settings.platform_auth_enabled:
+        log.error("ROTATION_REQUIRED_ROLE is set but App Service Authentication is not enabled; refusing the request")
+        raise DeploymentMisconfigured(
+            "the deployment requires an app role but App Service Authentication is not enabled, "
+            "so callers cannot be identified; enable it (see docs/deploy.md) or unset ROTATION_REQUIRED_ROLE"
+        )
+    principal = principal_of(req, platform_auth=settings.platform_auth_enabled)
     if required and required not in principal.roles:
         raise Forbidden("the caller lacks the app role this API requires")
     return principal
@@ -155,16 +180,18 @@ def authorize(req: func.HttpRequest, container: Container) -> Principal:
 
 def _secret_name(req: func.HttpRequest) -> str:
     name = str(req.route_params.get("name") or "")
-    if not SECRET_NAME_RE.fullmatch(name):
+    if not is_secret_name(name):
         raise InvalidRequest("secret name must be 1-127 letters, digits or dashes")
     return name
 
 
 def _vault(container: Container, requested: str | None) -> str:
     settings = container.settings
-    vault = (requested or "").strip().lower() or settings.default_vault
+    vault = normal_vault(requested or "") or settings.default_vault
     if not vault:
         raise InvalidRequest("no vault given and no default vault configured")
+    if not is_vault_name(vault):
+        raise InvalidRequest("vault must be a Key Vault name")
     if vault not in settings.allowed_vaults:
         raise VaultNotAllowed("vault is not on the allow-list")
     return vault
@@ -196,9 +223,9 @@ def parse_rotate_body(raw: bytes) -> dict[str, Any]:
             raise InvalidRequest("reason must not contain control characters")
     expected = body.get("expectedVersion")
     if expected is not None:
-        if not VERSION_RE.fullmatch(expected):
+        if not is_version(expected):
             raise InvalidRequest("expectedVersion must be a 32-character hexadecimal version id")
-        body["expectedVersion"] = expected.lower()
+        body["expectedVersion"] = normal_version(expected)
     return body
 
 

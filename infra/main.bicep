@@ -1,9 +1,12 @@
 // Secret rotation for Azure Key Vault: everything `azd provision` creates.
 //
 // Stage one (this file): storage, monitoring, the Flex Consumption function
-// app with its managed identity and settings, the SecretRotated topic, the
-// vaults (created or existing), one Event Grid system topic per vault and
-// every role assignment, each scoped to the single resource it is for.
+// app with its managed identity and settings (and App Service Authentication
+// when an app role is required), the SecretRotated topic, the vaults
+// (created or existing), one Event Grid system topic per vault and every role
+// assignment, each scoped to the single resource it is for: Key Vault rights
+// per secret, derived from the operator file rotation.json; storage rights
+// per container.
 //
 // Stage two (eventgrid.bicep, run by the azd postdeploy hook): the event
 // subscriptions from each system topic to the rotate_on_event function. An
@@ -21,6 +24,18 @@ param environmentName string
 
 @description('Region of everything but the Event Grid system topics, which live in their vault\'s region.')
 param location string = resourceGroup().location
+
+// One custom role per kind of rotated Azure resource, assigned on each resource only.
+module rotatorRoles 'modules/rotator-roles.bicep' = {
+  name: 'rotator-roles'
+  scope: resourceGroup(empty(rotatedResourcesResourceGroupName) ? resourceGroup().name : rotatedResourcesResourceGroupName)
+  params: {
+    functionPrincipalId: functionApp.outputs.principalId
+    cognitiveAccountNames: rotatedCognitiveAccountNames
+    redisCacheNames: rotatedRedisCacheNames
+    managedRedisClusterNames: rotatedManagedRedisClusterNames
+  }
+}
 
 // ---------------------------------------------------------------- vaults
 
@@ -94,10 +109,18 @@ param zoneRedundant bool = false
 ])
 param instanceMemoryMB int = 2048
 
+@description('Python version of the function app: 3.11, 3.12 or 3.13 (README, "Python versions"; the unit suite runs on each with `make unit-pythons`).')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.11'
+
 // ---------------------------------------------------------------- rotation behaviour (app settings)
 
-@description('ROTATION_LEAD_DAYS: rotate this many days before expiry.')
-@minValue(1)
+@description('ROTATION_LEAD_DAYS: rotate this many days before expiry. At least 30: Key Vault raises SecretNearExpiry 30 days before expiry whatever this says, and a shorter lead would loop.')
+@minValue(30)
 param rotationLeadDays int = 30
 
 @description('ROTATION_GRACE_PERIOD_HOURS: how long the previous version stays enabled.')
@@ -141,8 +164,22 @@ param jwtMaxTokenLifetimeSeconds int = 86400
 ])
 param eventGridSchema string = 'eventgrid'
 
-@description('ROTATION_REQUIRED_ROLE: app role callers of the HTTP API must hold. Empty: no role check.')
+@description('ROTATION_REQUIRED_ROLE: app role callers of the HTTP API must hold. Non-empty also turns on App Service Authentication (Entra ID, authClientId). Empty: no role check, function keys only.')
 param requiredRole string = ''
+
+@description('With requiredRole: client id of the Entra app registration of the HTTP API (it declares the app role). Required when requiredRole is set.')
+param authClientId string = ''
+
+@description('With requiredRole: accepted token audiences; empty means api://<authClientId>.')
+param authAllowedAudiences array = []
+
+// ---------------------------------------------------------------- least privilege
+
+@description('Grant the app the secret rotator role on whole vaults for secrets that rotation.json leaves to tags (tagManaged patterns), whose names are unknown at deployment time. Off: only the secrets the file lists are writable, and tag-managed secrets fail with 403.')
+param grantTagManagedVaultWide bool = false
+
+@description('Escape hatch: Storage Blob Data Owner on the whole app storage account instead of per container (see modules/app-roles.bicep). Off by default.')
+param hostStorageAccountWide bool = false
 
 @description('ROTATION_SWEEP_CONCURRENCY: secrets the timer sweep handles at once.')
 @minValue(1)
@@ -150,6 +187,37 @@ param sweepConcurrency int = 8
 
 @description('ROTATION_SWEEP_SCHEDULE: NCRONTAB schedule of the rotation_sweep timer (six fields, UTC).')
 param sweepSchedule string = '0 0 */6 * * *'
+
+@description('Azure OpenAI / AI Foundry accounts whose keys the app rotates (key-slot rotator; rotation.json targets).')
+param rotatedCognitiveAccountNames array = []
+
+@description('Azure Cache for Redis caches whose access keys the app rotates (key-slot rotator).')
+param rotatedRedisCacheNames array = []
+
+@description('Azure Managed Redis clusters whose default database access keys the app rotates (key-slot rotator).')
+param rotatedManagedRedisClusterNames array = []
+
+@description('Resource group of the resources above; empty: this one.')
+param rotatedResourcesResourceGroupName string = ''
+
+// ---------------------------------------------------------------- alerts (modules/alerts.bicep, README "Operating it")
+
+@description('E-mail addresses the action group notifies of every rotation alert.')
+param alertEmailAddresses array = []
+
+@description('Webhook the action group calls for every rotation alert (common alert schema). Empty: none.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Alert this many days before a manual-only secret expires (it must be rotated at its provider).')
+@minValue(1)
+@maxValue(365)
+param manualExpiryWarningDays int = 30
+
+@description('Alert when no sweep completed for this many hours.')
+@minValue(1)
+@maxValue(47)
+param sweepMaxAgeHours int = 26
 
 // ---------------------------------------------------------------- names
 
@@ -164,6 +232,7 @@ var storageAccountName = 'strot${resourceToken}'
 var workspaceName = 'log-rotation-${resourceToken}'
 var appInsightsName = 'appi-rotation-${resourceToken}'
 var eventTopicName = 'evgt-rotation-${resourceToken}'
+var actionGroupName = 'ag-rotation-${resourceToken}'
 var vnetName = 'vnet-rotation-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 var leaseContainerName = 'rotation-locks'
@@ -174,7 +243,19 @@ var defaultVault = empty(defaultVaultName) ? (length(vaultNames) == 1 ? toLower(
 var createNetwork = enableVnetIntegration && empty(existingSubnetId)
 var vaultRg = empty(vaultResourceGroupName) ? resourceGroup().name : vaultResourceGroupName
 // Parsed here so that malformed JSON fails the deployment, not the app at run time.
-var consumersJson = string(json(empty(rotationConsumers) ? '{}' : rotationConsumers))
+var consumersConfig = json(empty(rotationConsumers) ? '{}' : rotationConsumers)
+var consumersJson = string(consumersConfig)
+// Consumers whose refresh pings are HMAC-signed name a Key Vault secret the
+// app must read (hmacSecret); see shared/consumers.py.
+var consumerCatalog = contains(consumersConfig, 'consumers') ? consumersConfig.consumers : {}
+
+// The operator file: which secrets the app rotates, which admin secrets it
+// reads. Loaded when the template is compiled (path relative to this file,
+// i.e. the repository root) and embedded in it, so the rights deployed are
+// always those of the file deployed with the code.
+var operatorConfig = loadJsonContent('../rotation.json')
+var adminSecretNames = contains(operatorConfig, 'adminSecrets') ? operatorConfig.adminSecrets : []
+var tagManagedPatterns = contains(operatorConfig, 'tagManaged') ? operatorConfig.tagManaged : []
 
 // ---------------------------------------------------------------- shared resources
 
@@ -237,6 +318,7 @@ var appSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
   ROTATION_ALLOWED_VAULTS: join(vaultList, ',')
   ROTATION_DEFAULT_VAULT: defaultVault
   ROTATION_VAULT_CREDENTIAL: 'default'
@@ -271,6 +353,10 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
+    pythonVersion: pythonVersion
+    requiredRole: requiredRole
+    authClientId: authClientId
+    authAllowedAudiences: authAllowedAudiences
   }
 }
 
@@ -279,6 +365,10 @@ module appRoles 'modules/app-roles.bicep' = {
   params: {
     functionPrincipalId: functionApp.outputs.principalId
     storageAccountName: storage.outputs.name
+    hostContainerNames: storage.outputs.hostContainerNames
+    deploymentContainerName: deploymentContainerName
+    leaseContainerName: leaseContainerName
+    hostStorageAccountWide: hostStorageAccountWide
     eventTopicName: eventTopic.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
   }
@@ -306,6 +396,16 @@ module keyVaults 'modules/keyvault.bicep' = [for name in (createVaults ? vaultLi
   }
 }]
 
+// The two custom roles (secret metadata reader, secret rotator), once in the
+// vaults' resource group.
+module vaultRoles 'modules/vault-roles.bicep' = {
+  name: 'vault-roles'
+  scope: resourceGroup(vaultRg)
+  params: {
+    nameToken: resourceToken
+  }
+}
+
 module vaultAccess 'modules/vault-access.bicep' = [for name in vaultList: {
   name: 'vault-access-${name}'
   scope: resourceGroup(vaultRg)
@@ -314,6 +414,13 @@ module vaultAccess 'modules/vault-access.bicep' = [for name in vaultList: {
     systemTopicName: '${systemTopicPrefix}${name}'
     functionPrincipalId: functionApp.outputs.principalId
     tags: tags
+    metadataReaderRoleGuid: vaultRoles.outputs.metadataReaderRoleGuid
+    secretWriterRoleGuid: vaultRoles.outputs.secretWriterRoleGuid
+    secretPolicies: operatorConfig.secrets
+    adminSecretNames: adminSecretNames
+    consumerCatalog: consumerCatalog
+    grantTagManagedVaultWide: grantTagManagedVaultWide
+    tagManagedPatterns: tagManagedPatterns
   }
   dependsOn: [
     keyVaults
@@ -327,6 +434,26 @@ module deadLetterAccess 'modules/deadletter-access.bicep' = {
     deadLetterContainerName: deadLetterContainerName
     principalIds: [for i in range(0, length(vaultList)): vaultAccess[i].outputs.systemTopicPrincipalId]
   }
+}
+
+// ---------------------------------------------------------------- alerts and workbook
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    actionGroupName: actionGroupName
+    alertEmailAddresses: alertEmailAddresses
+    alertWebhookUrl: alertWebhookUrl
+    systemTopicIds: [for name in vaultList: resourceId(vaultRg, 'Microsoft.EventGrid/systemTopics', '${systemTopicPrefix}${name}')]
+    manualExpiryWarningDays: manualExpiryWarningDays
+    sweepMaxAgeHours: sweepMaxAgeHours
+  }
+  dependsOn: [
+    vaultAccess
+  ]
 }
 
 // ---------------------------------------------------------------- stage two input

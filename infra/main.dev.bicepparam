@@ -19,11 +19,19 @@ param zoneRedundant = false
 param logRetentionInDays = 30
 param maximumInstanceCount = 10
 param instanceMemoryMB = 2048
+// 3.11, 3.12 or 3.13 (README, "Python versions").
+param pythonVersion = '3.11'
 
 param rotationLeadDays = 30
 param rotationGracePeriodHours = 1
 param rotationRetireWhen = 'acknowledged_or_grace'
 param rotationConsumers = ''
 param eventGridSchema = 'eventgrid'
+// Empty: function keys only, principal headers ignored. Set both to turn on
+// App Service Authentication (see docs/deploy.md).
 param requiredRole = ''
+param authClientId = ''
+// Secrets matched by rotation.json tagManaged patterns need vault-wide
+// rights; off means only the secrets the file lists can be rotated.
+param grantTagManagedVaultWide = false
 param sweepSchedule = '0 0 */6 * * *'

@@ -31,6 +31,8 @@ param zoneRedundant = false
 param logRetentionInDays = 90
 param maximumInstanceCount = 40
 param instanceMemoryMB = 2048
+// 3.11, 3.12 or 3.13 (README, "Python versions").
+param pythonVersion = '3.11'
 
 param rotationLeadDays = 30
 param rotationGracePeriodHours = 24
@@ -39,6 +41,19 @@ param rotationRetireWhen = 'acknowledged_or_grace'
 param rotationConsumers = ''
 param eventGridSchema = 'eventgrid'
 // App role HTTP callers must hold; must match an app role of the API's Entra
-// app registration. Empty disables the check.
-param requiredRole = ''
+// app registration (authClientId), and turns on App Service Authentication.
+// Empty disables the check (function keys only). See docs/deploy.md.
+param requiredRole = 'Rotation.Operator'
+param authClientId = '00000000-0000-0000-0000-000000000000' // replace: the API's app registration
+// Secrets matched by rotation.json tagManaged patterns need vault-wide
+// rights; off means only the secrets the file lists can be rotated.
+param grantTagManagedVaultWide = false
 param sweepSchedule = '0 0 */6 * * *'
+
+// Who hears about failed rotations, dead-lettered events, overdue secrets and
+// manual-only keys about to expire (README "Operating it").
+param alertEmailAddresses = [
+  'secops-oncall@example.com'
+]
+param manualExpiryWarningDays = 30
+param sweepMaxAgeHours = 26

@@ -8,8 +8,10 @@
 #
 # checkov lives in its own virtualenv (.venv-checkov): its dependency tree is
 # large and has no business in the app's venv. The version is pinned so a new
-# checkov release cannot change the verdict silently; the first run installs
-# it from PyPI (a few minutes), later runs take seconds.
+# checkov release cannot change the verdict silently, and it is installed from
+# requirements-checkov.txt, its whole tree locked with hashes (`make lock`
+# generates it from requirements-checkov.in, which must pin CHECKOV_VERSION).
+# The first run installs it from PyPI (under a minute), later runs take seconds.
 #
 # What runs: every built-in Bicep check of checkov plus the project's own
 # checks in infra/checkov/ (CKV2_ROT_*). Skipped checks are suppressed next
@@ -31,21 +33,21 @@ REPORT="${1:-$VENV/report.json}"
 PYTHON="${PYTHON:-python3}"
 SCAN_DIR="${CHECK_INFRA_DIR:-infra}"
 
-installed_version() {
-  "$VENV/bin/python" -c 'from importlib.metadata import version; print(version("checkov"))' 2>/dev/null || true
-}
+LOCK="$ROOT/requirements-checkov.txt"
+want_lock="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+have_lock="$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)"
 
-if [[ ! -x "$VENV/bin/checkov" ]] || [[ "$(installed_version)" != "$CHECKOV_VERSION" ]]; then
-  echo "check-infra: installing checkov==$CHECKOV_VERSION into $VENV (first run: a few minutes)" >&2
+if [[ ! -x "$VENV/bin/checkov" ]] || [[ "$want_lock" != "$have_lock" ]]; then
+  echo "check-infra: installing requirements-checkov.txt (checkov==$CHECKOV_VERSION, hash-checked) into $VENV" >&2
   if ! "$PYTHON" -m venv "$VENV" >&2; then
     echo "check-infra: cannot create a virtualenv with $PYTHON" >&2
     exit 3
   fi
-  if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-      "checkov==$CHECKOV_VERSION" >&2; then
-    echo "check-infra: cannot install checkov==$CHECKOV_VERSION" >&2
+  if ! bash "$ROOT/scripts/install-locked.sh" "$VENV/bin/python" "$LOCK" >&2; then
+    echo "check-infra: cannot install requirements-checkov.txt" >&2
     exit 3
   fi
+  printf '%s\n' "$want_lock" >"$VENV/.requirements.sha256"
 fi
 
 mkdir -p "$(dirname "$REPORT")"

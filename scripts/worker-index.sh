@@ -9,19 +9,20 @@
 # (azure-functions-runtime); the 3.11 worker ships inside the host, and
 # PyPI's azure-functions-worker stops at 1.1.9 (2020), before the v2
 # decorator model. So a separate venv on Python 3.13 runs the 3.13 worker
-# library over our app, with the app's own pinned azure-functions (the
-# library the decorators come from). Exit status: 0 indexed cleanly,
-# 1 the worker rejected the app, 3 no Python 3.13 on this machine.
+# library over our app, with the azure-functions release the app deploys on
+# Python 3.13 (the library the decorators come from). Both are pinned, with
+# hashes, in requirements-worker.txt (`make lock` generates it from
+# requirements-worker.in and the app's requirements.txt). Exit status:
+# 0 indexed cleanly, 1 the worker rejected the app, 3 no Python 3.13 on this
+# machine.
 #
 #   scripts/worker-index.sh --setup     create/refresh .venv-worker only
 #   scripts/worker-index.sh [APP_DIR]   index APP_DIR (default: the repo)
 set -euo pipefail
 
-# The worker library's release to check against; bump deliberately.
-RUNTIME_VERSION="1.3.0"
-
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-worker"
+LOCK="$ROOT/requirements-worker.txt"
 
 log() { printf '[worker-index] %s\n' "$*" >&2; }
 
@@ -44,22 +45,12 @@ find_python313() {
     return 1
 }
 
-# The azure-functions pin from requirements.txt, so the check follows it.
-app_sdk_requirement() {
-    grep -E '^azure-functions==' "$ROOT/requirements.txt" | head -n1
-}
-
 setup() {
-    local sdk want have py
-    sdk="$(app_sdk_requirement)"
-    if [ -z "$sdk" ]; then
-        log "requirements.txt pins no azure-functions release"
-        exit 1
-    fi
-    want="$(printf '%s\n%s\n' "azure-functions-runtime==$RUNTIME_VERSION" "$sdk" | sha256sum | cut -d' ' -f1)"
+    local want have py
+    want="$(sha256sum "$LOCK" | cut -d' ' -f1)"
     have="$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)"
     if [ -x "$VENV/bin/python" ] && [ "$want" = "$have" ]; then
-        log "venv: azure-functions-runtime $RUNTIME_VERSION, $sdk: present"
+        log "venv: requirements-worker.txt unchanged"
         return 0
     fi
     if ! py="$(find_python313)"; then
@@ -70,12 +61,8 @@ setup() {
         log "creating .venv-worker with $py"
         "$py" -m venv "$VENV"
     fi
-    # The app's azure-functions declares Requires-Python <3.13 (3.13 apps get
-    # 2.x); it is pure Python, and checking the decorators we deploy matters
-    # more than the label, hence --ignore-requires-python for this one venv.
-    log "installing azure-functions-runtime==$RUNTIME_VERSION with the app's $sdk"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --ignore-requires-python \
-        "azure-functions-runtime==$RUNTIME_VERSION" "$sdk"
+    log "installing requirements-worker.txt (hash-checked)"
+    bash "$ROOT/scripts/install-locked.sh" "$VENV/bin/python" "$LOCK"
     printf '%s\n' "$want" >"$VENV/.requirements.sha256"
 }
 

@@ -39,9 +39,15 @@ has exactly these fields:
     is requested for ``<audience>/.default``.
 ``hmacSecret`` (required for, and only allowed with, ``hmac``)
     The *name* of the Key Vault secret holding the Standard Webhooks signing
-    key (``whsec_...``); never the key itself. Unknown fields are refused for
-    exactly that reason: a typo such as ``hmacKey`` with a literal key must
-    fail loudly instead of being ignored.
+    key (``whsec_...``); never the key itself. Unknown fields are refused for exactly that reason: a typo such
+    as ``hmacKey`` with a literal key must fail loudly instead of being ignored.
+``hmacVault`` (only allowed with ``hmac``)
+    The allowed vault that holds ``hmacSecret``. Optional while the app has
+    one vault to read it from (``ROTATION_DEFAULT_VAULT``, or a single entry
+    in ``ROTATION_ALLOWED_VAULTS``); required when several vaults are allowed
+    and none is the default, since the key's location would otherwise be a
+    guess. Checked at start-up (``Settings.from_env``): a catalog whose HMAC
+    keys cannot be read is refused there, not discovered at the first ping.
 ``maxCacheSeconds`` (optional, default 3600, 0 to 86400)
     How long any instance of the service may keep serving a cached value.
     A ping reaches *one* instance behind the service's load balancer, so
@@ -78,12 +84,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
 from shared.ports import Consumer
+from shared.validation import LOCAL_HOSTS, check_url, is_secret_name, is_vault_name, name_key, normal_vault
 
 SETTING = "ROTATION_CONSUMERS"
 TAG = "rotation-consumers"
@@ -91,11 +97,12 @@ AUTH_KINDS = frozenset({"none", "entra", "hmac"})
 ACK_SCOPES = frozenset({"instance", "service"})
 DEFAULT_MAX_CACHE_SECONDS = 3600
 MAX_CACHE_SECONDS_LIMIT = 86400
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+__all__ = ["LOCAL_HOSTS", "ConsumerCatalog", "parse_consumers", "resolve_consumers"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_SECRET_NAME_RE = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-_ALLOWED_FIELDS = frozenset({"url", "auth", "audience", "hmacSecret", "maxCacheSeconds", "acknowledges"})
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_ALLOWED_FIELDS = frozenset(
+    {"url", "auth", "audience", "hmacSecret", "hmacVault", "maxCacheSeconds", "acknowledges"}
+)
 _EMPTY_TAG_VALUES = frozenset({"", "none", "-"})
 
 
@@ -113,7 +120,7 @@ class ConsumerCatalog:
 
     def configured_for(self, secret_name: str) -> list[Consumer]:
         """The consumers the setting lists for a secret (no tag applied)."""
-        return [self.consumers[key] for key in self.secrets.get(secret_name.lower(), ())]
+        return [self.consumers[key] for key in self.secrets.get(name_key(secret_name), ())]
 
     def resolve(self, secret_name: str, tag_value: str | None) -> list[Consumer]:
         """The consumers of a secret once its ``rotation-consumers`` tag is applied."""
@@ -136,18 +143,28 @@ class ConsumerCatalog:
     def _lookup(self, name: str) -> Consumer:
         consumer = self.consumers.get(name.lower())
         if consumer is None:
-            if _NAME_RE.match(name):
+            if _NAME_RE.fullmatch(name):
                 raise ConfigurationError(f"tag {TAG} names unknown consumer {name!r}")
             raise ConfigurationError(f"tag {TAG} has an entry that is not a consumer name")
         return consumer
 
 
-def parse_consumers(raw: Mapping[str, Any] | None) -> ConsumerCatalog:
+def parse_consumers(
+    raw: Mapping[str, Any] | None,
+    *,
+    allowed_vaults: Sequence[str] | None = None,
+    default_vault: str | None = None,
+) -> ConsumerCatalog:
     """Validate the whole ``ROTATION_CONSUMERS`` object and build the catalog.
 
-    Called for every resolution (the object is small) so a bad setting fails
-    the first rotation that needs it with a precise message, instead of
-    pinging a half-understood list of services.
+    Called at start-up by ``Settings.from_env`` and again for every
+    resolution (the object is small) so a bad setting fails with a precise
+    message instead of pinging a half-understood list of services.
+
+    With ``allowed_vaults`` given, every HMAC key reference is resolved to the
+    vault it lives in: ``hmacVault`` must be on the allow-list, and without it
+    the key is read from ``default_vault`` (or the only allowed vault); when
+    there is no such vault the catalog cannot work and is refused.
     """
     if raw is None:
         return ConsumerCatalog(consumers={}, secrets={})
@@ -164,6 +181,8 @@ def parse_consumers(raw: Mapping[str, Any] | None) -> ConsumerCatalog:
     consumers: dict[str, Consumer] = {}
     for name, entry in catalog_raw.items():
         consumer = _parse_consumer(name, entry)
+        if allowed_vaults is not None:
+            consumer = _place_hmac_key(consumer, allowed_vaults, default_vault)
         key = consumer.name.lower()
         if key in consumers:
             raise ConfigurationError(f"{SETTING}.consumers names {name!r} twice (names are case-insensitive)")
@@ -174,20 +193,20 @@ def parse_consumers(raw: Mapping[str, Any] | None) -> ConsumerCatalog:
         raise ConfigurationError(f"{SETTING}.secrets must be an object keyed by secret name")
     secrets: dict[str, tuple[str, ...]] = {}
     for secret_name, names in secrets_raw.items():
-        if not isinstance(secret_name, str) or not _SECRET_NAME_RE.match(secret_name):
+        if not is_secret_name(secret_name):
             raise ConfigurationError(f"{SETTING}.secrets has a key that is not a Key Vault secret name")
         if isinstance(names, str) or not isinstance(names, Sequence):
             raise ConfigurationError(f"{SETTING}.secrets.{secret_name} must be a list of consumer names")
         keys: list[str] = []
         for item in names:
             if not isinstance(item, str) or item.lower() not in consumers:
-                shown = repr(item) if isinstance(item, str) and _NAME_RE.match(item) else "an entry"
+                shown = repr(item) if isinstance(item, str) and _NAME_RE.fullmatch(item) else "an entry"
                 raise ConfigurationError(
                     f"{SETTING}.secrets.{secret_name} lists {shown} that is not in {SETTING}.consumers"
                 )
             if item.lower() not in keys:
                 keys.append(item.lower())
-        key = secret_name.lower()
+        key = name_key(secret_name)
         if key in secrets:
             raise ConfigurationError(f"{SETTING}.secrets names {secret_name!r} twice (names are case-insensitive)")
         secrets[key] = tuple(keys)
@@ -208,8 +227,28 @@ def resolve_consumers(
     return parse_consumers(settings_consumers).resolve(secret_name, tag_value)
 
 
+def _place_hmac_key(consumer: Consumer, allowed_vaults: Sequence[str], default_vault: str | None) -> Consumer:
+    """The consumer with the vault of its HMAC key decided, or a ConfigurationError saying why it cannot be."""
+    if consumer.auth != "hmac" or not allowed_vaults:
+        return consumer  # with no vault allowed nothing can rotate; the HMAC key is not the problem
+    where = f"{SETTING}.consumers.{consumer.name}"
+    allowed = [normal_vault(v) for v in allowed_vaults]
+    if consumer.hmac_vault is not None:
+        if consumer.hmac_vault not in allowed:
+            raise ConfigurationError(f"{where}.hmacVault names a vault that is not on ROTATION_ALLOWED_VAULTS")
+        return consumer
+    fallback = normal_vault(default_vault) if default_vault else (allowed[0] if len(allowed) == 1 else None)
+    if fallback is None:
+        raise ConfigurationError(
+            f"{where}.hmacVault is required: {len(allowed)} vaults are allowed and ROTATION_DEFAULT_VAULT is not "
+            "set, so the vault holding the HMAC key secret cannot be known (every ping to this consumer would "
+            "fail and retirement would wait for the grace period)"
+        )
+    return replace(consumer, hmac_vault=fallback)
+
+
 def _parse_consumer(name: object, entry: object) -> Consumer:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ConfigurationError(f"{SETTING}.consumers has a name that is not 1-63 letters, digits, '.', '_' or '-'")
     where = f"{SETTING}.consumers.{name}"
     if not isinstance(entry, Mapping):
@@ -221,7 +260,7 @@ def _parse_consumer(name: object, entry: object) -> Consumer:
     url = entry.get("url")
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"{where}.url is required")
-    _check_url(url.strip(), where)
+    check_url(url.strip(), f"{where}.url", allow_local_http=True)
     auth = entry.get("auth")
     if not isinstance(auth, str) or auth.strip().lower() not in AUTH_KINDS:
         raise ConfigurationError(f"{where}.auth must be one of {sorted(AUTH_KINDS)}")
@@ -234,43 +273,32 @@ def _parse_consumer(name: object, entry: object) -> Consumer:
         audience = audience.strip()
     elif audience is not None:
         raise ConfigurationError(f"{where}.audience is only allowed when auth is 'entra'")
+    hmac_vault = entry.get("hmacVault")
     if auth == "hmac":
-        if not isinstance(hmac_secret, str) or not _SECRET_NAME_RE.match(hmac_secret.strip()):
+        if not isinstance(hmac_secret, str) or not is_secret_name(hmac_secret.strip()):
             raise ConfigurationError(
                 f"{where}.hmacSecret must name the Key Vault secret holding the HMAC key when auth is 'hmac'"
             )
         hmac_secret = hmac_secret.strip()
-    elif hmac_secret is not None:
-        raise ConfigurationError(f"{where}.hmacSecret is only allowed when auth is 'hmac'")
+        if hmac_vault is not None:
+            if not isinstance(hmac_vault, str) or not is_vault_name(hmac_vault.strip()):
+                raise ConfigurationError(f"{where}.hmacVault must be a Key Vault name")
+            hmac_vault = normal_vault(hmac_vault)
+    else:
+        if hmac_secret is not None:
+            raise ConfigurationError(f"{where}.hmacSecret is only allowed when auth is 'hmac'")
+        if hmac_vault is not None:
+            raise ConfigurationError(f"{where}.hmacVault is only allowed when auth is 'hmac'")
     max_cache = entry.get("maxCacheSeconds", DEFAULT_MAX_CACHE_SECONDS)
     if isinstance(max_cache, bool) or not isinstance(max_cache, int) or not 0 <= max_cache <= MAX_CACHE_SECONDS_LIMIT:
         raise ConfigurationError(f"{where}.maxCacheSeconds must be a whole number from 0 to {MAX_CACHE_SECONDS_LIMIT}")
     acknowledges = entry.get("acknowledges", "instance")
     if not isinstance(acknowledges, str) or acknowledges.strip().lower() not in ACK_SCOPES:
         raise ConfigurationError(f"{where}.acknowledges must be one of {sorted(ACK_SCOPES)}")
-    return Consumer(name=name, url=url.strip(), auth=auth, audience=audience, hmac_secret=hmac_secret,
-                    max_cache_seconds=max_cache, acknowledges=acknowledges.strip().lower())
-
-
-def _check_url(url: str, where: str) -> None:
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError for a malformed port
-    except ValueError as exc:
-        raise ConfigurationError(f"{where}.url is not a valid URL") from exc
-    if not host:
-        raise ConfigurationError(f"{where}.url has no host")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigurationError(f"{where}.url must not contain user info")
-    if parts.fragment:
-        raise ConfigurationError(f"{where}.url must not contain a fragment")
-    scheme = parts.scheme.lower()
-    if scheme == "https":
-        return
-    if scheme == "http" and host.lower() in LOCAL_HOSTS:
-        return
-    raise ConfigurationError(f"{where}.url must use https (http only for localhost)")
+    return Consumer(
+        name=name, url=url.strip(), auth=auth, audience=audience, hmac_secret=hmac_secret, hmac_vault=hmac_vault,
+        max_cache_seconds=max_cache, acknowledges=acknowledges.strip().lower(),
+    )
 
 
 def _unique(consumers: list[Consumer]) -> list[Consumer]:

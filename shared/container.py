@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.engine import RotationEngine, StepHook
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from shared.lease import BlobLocker
     from shared.ports import Consumer, Notifier
     from shared.rotators.base import Rotator
+    from shared.telemetry import Telemetry
     from shared.vault import KeyVaultStore
 
 
@@ -33,10 +33,12 @@ class Container:
         *,
         operator: OperatorConfig | None = None,
         after_step: StepHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._operator = operator
         self._after_step = after_step
+        self._telemetry = telemetry
         self._credential: AsyncTokenCredential | None = None
         self._stores: dict[str, KeyVaultStore] = {}
         self._locker: BlobLocker | None = None
@@ -60,6 +62,22 @@ class Container:
         if self._operator is None:
             self._operator = OperatorConfig.load(self.settings.config_file, os.environ)
         return self._operator
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """The process-wide telemetry (shared/telemetry.py); off unless configured."""
+        if self._telemetry is None:
+            from shared.telemetry import configure
+
+            self._telemetry = configure(self.settings)
+        return self._telemetry
+
+    async def flush_telemetry(self) -> None:
+        """Export an invocation's spans and metrics before it ends: an idle instance may be frozen."""
+        if self.telemetry.enabled:
+            import asyncio
+
+            await asyncio.to_thread(self.telemetry.flush)
 
     def credential(self) -> AsyncTokenCredential:
         if self._credential is None:
@@ -117,18 +135,9 @@ class Container:
     @property
     def rotators(self) -> dict[str, Rotator]:
         if self._rotators is None:
-            from shared.rotators.jwt_key import JwtRotator
-            from shared.rotators.postgres import PostgresRotator
-            from shared.rotators.random_secret import RandomRotator
-            from shared.rotators.redis import RedisRotator
+            from shared.rotators.registry import Deps, build_rotators
 
-            lifetime = timedelta(seconds=self.settings.jwt_max_token_lifetime_seconds)
-            self._rotators = {
-                "random": RandomRotator(),
-                "jwt": JwtRotator(lifetime),
-                "postgres": PostgresRotator(),
-                "redis": RedisRotator(),
-            }
+            self._rotators = build_rotators(Deps(settings=self.settings, credential=self.credential))
         return self._rotators
 
     @property
@@ -139,7 +148,12 @@ class Container:
             if s.consumers or s.eventgrid_topic_endpoint:
                 from shared.notifiers.composite import build_notifier
 
-                self._notifier = build_notifier(s, self.credential(), self._secret_reader_for_default_vault())
+                # HMAC keys are read from the vault each consumer names (``hmacVault``, resolved at
+                # start-up to the default vault when omitted); the default-vault reader only serves
+                # consumers built without the catalog (tests, embedders).
+                self._notifier = build_notifier(
+                    s, self.credential(), self._secret_reader_for_default_vault(), hmac_vaults=self.store
+                )
         return self._notifier
 
     def _secret_reader_for_default_vault(self) -> KeyVaultStore | None:
@@ -150,9 +164,10 @@ class Container:
         s = self.settings
         if not s.consumers and not tag_value:
             return ()
-        from shared.consumers import resolve_consumers
+        from shared.consumers import parse_consumers
 
-        return resolve_consumers(s.consumers, secret_name, tag_value)
+        catalog = parse_consumers(s.consumers, allowed_vaults=s.allowed_vaults, default_vault=s.default_vault)
+        return catalog.resolve(secret_name, tag_value)
 
     @property
     def engine(self) -> RotationEngine:
@@ -166,6 +181,7 @@ class Container:
                 notifier=self.notifier,
                 consumers_for=self.consumers_for,
                 after_step=self._after_step,
+                telemetry=self.telemetry,
             )
         return self._engine
 
@@ -178,6 +194,10 @@ class Container:
         closer = getattr(self._notifier, "close", None)
         if closer is not None:
             await closer()
+        for rotator in (self._rotators or {}).values():
+            rotator_closer = getattr(rotator, "aclose", None)  # rotators holding ARM/Graph clients
+            if rotator_closer is not None:
+                await rotator_closer()
         if self._credential is not None:
             await self._credential.close()
 

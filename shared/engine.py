@@ -23,10 +23,10 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     LeaseNotNeeded,
@@ -39,7 +39,7 @@ from shared.errors import (
 )
 from shared.model import SecretVersion
 from shared.operator_config import OperatorConfig
-from shared.policy import Policy, carried_tags, resolve_policy
+from shared.policy import ROTATOR_RECORD_PREFIX, Policy, carried_tags, resolve_policy, rotator_record
 from shared.ports import (
     Consumer,
     Lease,
@@ -50,12 +50,17 @@ from shared.ports import (
     SecretReader,
     SecretStore,
 )
-from shared.rotators.base import RotationContext, Rotator
+from shared.rotators.base import RotationContext, Rotator, normalise_applied
 from shared.settings import Settings
+from shared.validation import same_version
+
+if TYPE_CHECKING:
+    from shared.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 MAX_TAGS = 15
+EVENT_CLOCK_SLACK = timedelta(hours=1)
 TAG_VALUE_MAX = 256
 
 
@@ -107,6 +112,7 @@ class RotationRequest:
     secret_name: str
     trigger: Trigger
     event_version: str | None = None  # the version a Key Vault event names
+    event_expires_on: datetime | None = None  # the expiry (EXP) a Key Vault event reports for that version
     expected_version: str | None = None  # HTTP: rotate only if this is still current
     force: bool = False
     dry_run: bool = False
@@ -191,6 +197,7 @@ class RotationEngine:
         consumers_for: ConsumersFor | None = None,
         clock: Callable[[], datetime] = utcnow,
         after_step: StepHook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._operator = operator
@@ -201,11 +208,24 @@ class RotationEngine:
         self._consumers_for = consumers_for or (lambda name, tag: ())
         self._clock = clock
         self._after_step = after_step
+        if telemetry is None:
+            from shared.telemetry import NO_TELEMETRY  # not at import: cold start
+
+            telemetry = NO_TELEMETRY
+        self._telemetry = telemetry
 
     # ----------------------------------------------------------------- public
 
     async def run(self, req: RotationRequest) -> Outcome:
-        """Handle one request: rotate if due, resume an unfinished rotation, or skip."""
+        """Handle one request: rotate if due, resume an unfinished rotation, or skip.
+
+        Traced as one ``rotation`` span with a child per step (shared/telemetry.py)."""
+        with self._telemetry.rotation(vault=req.vault, secret=req.secret_name, trigger=str(req.trigger)):
+            outcome = await self._run(req)
+            self._telemetry.finished(outcome)
+            return outcome
+
+    async def _run(self, req: RotationRequest) -> Outcome:
         store = self._stores(req.vault)
         # A name no rule of the operator file could manage is refused before the vault is asked, and a
         # missing secret answers the same: a caller learns nothing about secrets the app does not manage.
@@ -274,6 +294,11 @@ class RotationEngine:
         generator = policy.generator
         return generator if generator is not None and generator in self._rotators else None
 
+    def _require_target(self, policy: Policy) -> None:
+        """A target whose ``${SETTING}`` placeholders are unset fails here, naming them, before anything runs."""
+        if policy.target is not None:
+            self._operator.target(policy.target.name)
+
     def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
         """Whether an unfinished rotation recorded on the current version can progress now."""
         tags = current.properties.tags
@@ -289,13 +314,16 @@ class RotationEngine:
         policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
         if policy is None:
             raise NotManaged(f"no managed secret named {name}")
+        self._telemetry.annotate(rotator=self._kind(policy) or policy.kind)
         if not policy.manual and policy.kind not in self._rotators:
             raise PolicyError(f"secret {name}: no rotator registered for kind {policy.kind}")
         carried = carried_tags(current.properties.tags)
-        if len(carried) + ESSENTIAL_RECORD_TAGS > MAX_TAGS:
+        rotator = self._rotators.get(self._kind(policy) or "")
+        needed = ESSENTIAL_RECORD_TAGS + (rotator.record_tags if rotator is not None else 0)
+        if len(carried) + needed > MAX_TAGS:
             raise PolicyError(
                 f"secret {name} carries {len(carried)} tags; recording a rotation needs "
-                f"{ESSENTIAL_RECORD_TAGS} of Key Vault's {MAX_TAGS}"
+                f"{needed} of Key Vault's {MAX_TAGS}"
             )
         return policy
 
@@ -310,12 +338,12 @@ class RotationEngine:
                 "for it; rotate it at its provider and write the new version"
             )
         is_event = req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED)
-        if is_event and req.event_version and req.event_version != props.version:
+        if is_event and req.event_version and not same_version(req.event_version, props.version):
             return False, (
                 f"duplicate: the event names version {req.event_version}, "
                 f"the vault already serves {props.version}"
             )
-        if req.expected_version and req.expected_version != props.version:
+        if req.expected_version and not same_version(req.expected_version, props.version):
             return False, f"already rotated: the vault serves {props.version}, not {req.expected_version}"
         if pending_state(props.tags) is not None and not emergency:
             if req.force:
@@ -332,13 +360,39 @@ class RotationEngine:
         if req.trigger == Trigger.HTTP:
             return True, "requested"
         if req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED) and req.event_version:
+            not_due = self._extended(req, props.expires_on)
+            if not_due is not None:
+                return False, not_due
             return True, f"Key Vault reported {req.trigger} for the current version"
         return policy.is_due(props, self._clock(), self._settings.lead_days)
+
+    def _extended(self, req: RotationRequest, expires_on: datetime | None) -> str | None:
+        """Why an event for the current version no longer calls for a rotation, or None if it does.
+
+        Decided on the vault's current state: an expiry PATCHed later after Key Vault raised the
+        event takes the version out of the near-expiry window, and the event is then moot. An
+        hour of slack absorbs clock skew between Key Vault and this app.
+        """
+        if expires_on is None:
+            return None  # expiry removed: a managed secret without expiry is due
+        due_at = expires_on - timedelta(days=self._settings.lead_days)
+        if due_at - EVENT_CLOCK_SLACK <= self._clock():
+            return None
+        reported = req.event_expires_on
+        if reported is not None and expires_on <= reported + timedelta(seconds=1):
+            return (
+                f"not due: the current version expires {expires_on.isoformat()}, the event (for expiry "
+                f"{reported.isoformat()}) arrived before the near-expiry window (due {due_at.isoformat()})"
+            )
+        was = f" from {reported.isoformat()}" if reported is not None else ""
+        return f"expiry was extended{was} to {expires_on.isoformat()}: not due until {due_at.isoformat()}"
 
     # --------------------------------------------------------------- rotation
 
     async def _step(self, step: Step, req: RotationRequest, timings: dict[str, float], started: float) -> None:
-        timings[step.value] = round((time.perf_counter() - started) * 1000, 2)
+        elapsed = time.perf_counter() - started
+        timings[step.value] = round(elapsed * 1000, 2)
+        self._telemetry.step(step.value, elapsed)
         if self._after_step is not None:
             await self._after_step(step, req)
 
@@ -348,6 +402,7 @@ class RotationEngine:
         kind = self._kind(policy)
         assert kind is not None  # _decide refused a manual secret without a generator
         rotator = self._rotators[kind]
+        self._require_target(policy)
         rotation_id = uuid.uuid4().hex
         now = self._clock()
         expires_on = policy.new_expiry(now) if policy.validity_days else None
@@ -360,16 +415,21 @@ class RotationEngine:
             options=dict(policy.options),
             secrets=_RunReader(store),
             target=policy.target,
+            expires_on=expires_on,
         )
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
+        self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
         log.info("rotation started", extra=extra)
 
         t = time.perf_counter()
         new = await rotator.create(ctx)
         await self._step(Step.CREATE, req, timings, t)
         t = time.perf_counter()
-        await rotator.apply(ctx, new)
+        # A provider-generated credential (a regenerated key slot, an Entra password) comes back from apply,
+        # with a small record (slot, key id) that is persisted below for retire on a later invocation.
+        new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
+        ctx = replace(ctx, record=record)
         await self._step(Step.APPLY, req, timings, t)
         t = time.perf_counter()
         await rotator.verify(ctx, new)
@@ -388,6 +448,7 @@ class RotationEngine:
                 Tag.FROM: current.properties.version,
                 Tag.TRIGGER: str(req.trigger),
                 Tag.STATE: State.COMMITTED,
+                **{ROTATOR_RECORD_PREFIX + key: text for key, text in record.items()},
             }
         )
         for key, text in ((Tag.REASON, req.reason), (Tag.CALLER, req.caller)):
@@ -403,6 +464,7 @@ class RotationEngine:
         )
         committed = SecretVersion(properties=props, value=new.value)
         await self._step(Step.COMMIT, req, timings, t)
+        self._telemetry.annotate(version=props.version)
         log.info("rotation committed", extra={**extra, "version": props.version})
 
         outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
@@ -461,6 +523,7 @@ class RotationEngine:
             ]
             missing = [c.consumer for c in result.consumers if not c.ok]
             acked = len(result.consumers) - len(missing)
+            self._telemetry.notified(acked, len(missing))
             tags[Tag.STATE] = State.NOTIFIED
             tags[Tag.ACKS] = f"{acked}/{len(result.consumers)}"
             if missing:
@@ -478,6 +541,7 @@ class RotationEngine:
             ready, why = (True, "emergency") if revoke_now else self._retire_ready(rotator, policy, version, tags)
             if not ready:
                 return self._outcome("completed", why, req, version, previous, tags, steps, consumers_report)
+            self._telemetry.retiring(why, tags.get(Tag.PENDING))
             t = time.perf_counter()
             ctx = RotationContext(
                 vault=req.vault,
@@ -488,7 +552,11 @@ class RotationEngine:
                 options=dict(policy.options),
                 secrets=reader or _RunReader(store),
                 target=policy.target,
+                record=rotator_record(tags),
+                expires_on=version.properties.expires_on,
+                emergency=revoke_now,
             )
+            self._require_target(policy)
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
                 return self._outcome("completed", f"retirement not done: {result_r.detail}", req, version,
@@ -536,8 +604,7 @@ class RotationEngine:
     ) -> tuple[bool, str]:
         now = self._clock()
         rotated_at = parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
-        overlap_fn = getattr(rotator, "retire_overlap", None)
-        overlap: timedelta = overlap_fn(policy.options) if overlap_fn is not None else timedelta(0)
+        overlap = rotator.retire_overlap(policy.options)
         grace = timedelta(hours=self._settings.grace_period_hours)
         if now < rotated_at + overlap:
             return False, f"retirement waits for the overlap until {(rotated_at + overlap).isoformat()}"

@@ -26,7 +26,9 @@ while the message itself never carries secret material.
         ├── LeaseLost                  our lease expired mid-rotation
         ├── VaultUnavailable           Key Vault throttled, failed or unreachable -> 503
         ├── DownstreamError            PostgreSQL/Redis/consumer failed        -> 502
-        └── VerificationFailed         the new value did not work; nothing committed -> 502
+        ├── VerificationFailed         the new value did not work; nothing committed -> 502
+        └── UnclearEvent               an event that may name a managed secret but does not say
+                                       unambiguously which: raised so Event Grid retries, then dead-letters
 """
 
 from __future__ import annotations
@@ -98,6 +100,14 @@ class ConfigurationError(PermanentError):
     code = "ConfigurationError"
 
 
+class DeploymentMisconfigured(ConfigurationError):
+    """The deployment asks for a control the platform does not provide (e.g. an
+    app role check without App Service Authentication): refuse, never accept."""
+
+    http_status = 503
+    code = "DeploymentMisconfigured"
+
+
 class Forbidden(PermanentError):
     http_status = 403
     code = "Forbidden"
@@ -136,3 +146,20 @@ class DownstreamError(TransientError):
 class VerificationFailed(TransientError):
     http_status = 502
     code = "VerificationFailed"
+
+
+class UnclearEvent(TransientError):
+    """A Key Vault event whose vault, secret or type cannot be read unambiguously.
+
+    ``candidates`` are the (vault, secret name) pairs it may mean, limited to
+    allowed vaults and valid names. The event handler acknowledges it only
+    when none of them is a managed secret; otherwise it raises, so Event Grid
+    retries and finally dead-letters the event where an operator sees it.
+    """
+
+    http_status = 400
+    code = "UnclearEvent"
+
+    def __init__(self, message: str, candidates: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.candidates = candidates

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from shared.operator_config import OperatorConfig
     from shared.ports import SecretStore
     from shared.settings import Settings
+    from shared.telemetry import SweepObserver, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,18 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
     settings = deps.settings
     started = time.perf_counter()
     summary = SweepSummary(vaults=_vaults(settings, vaults))
+    from shared.telemetry import NO_TELEMETRY
+
+    telemetry: Telemetry = getattr(deps, "telemetry", NO_TELEMETRY)
+    with telemetry.sweep() as observer:
+        await _sweep(deps, settings, summary, observer)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    level = logging.WARNING if summary.failed else logging.INFO
+    log.log(level, summary.line(), extra={"sweep": {k: v for k, v in summary.to_dict().items() if k != "errors"}})
+    return summary
+
+
+async def _sweep(deps: SweepDeps, settings: Settings, summary: SweepSummary, observer: SweepObserver) -> None:
     limit = asyncio.Semaphore(settings.sweep_concurrency)
     now = _now()
 
@@ -333,6 +346,7 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
             if policy is None:
                 continue
             summary.managed += 1
+            observer.secret(vault, props, policy, now, settings.lead_days)
             if policy.manual or not props.enabled:
                 continue  # the engine would refuse both; nothing the sweep may do
             due = policy.is_due(props, now, settings.lead_days)[0]
@@ -355,8 +369,4 @@ async def sweep(deps: SweepDeps, vaults: Iterable[str] | None = None) -> SweepSu
             except Exception:
                 log.exception("sweep: listing %s failed unexpectedly", vault)
                 summary.fail(vault, None, "InternalError", "unexpected error; see the function log")
-
-    summary.seconds = round(time.perf_counter() - started, 3)
-    level = logging.WARNING if summary.failed else logging.INFO
-    log.log(level, summary.line(), extra={"sweep": {k: v for k, v in summary.to_dict().items() if k != "errors"}})
-    return summary
+    observer.done(summary)

@@ -37,24 +37,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from shared import validation
 from shared.errors import ConfigurationError
+from shared.rotators.registry import REGISTRY
 
 FILE_SETTING: Final = "ROTATION_CONFIG_FILE"
 DEFAULT_FILE: Final = Path(__file__).resolve().parent.parent / "rotation.json"
 SCHEMA_VERSION: Final = 1
 
 MANUAL: Final = "manual"
-DOWNSTREAM_ROTATORS: Final = frozenset({"postgres", "redis"})
-LOCAL_ROTATORS: Final = frozenset({"random", "jwt"})  # nothing downstream: harmless for tag-managed secrets
+# The rotator kinds, the target kinds each takes and what tags may shape come from the registry.
+DOWNSTREAM_ROTATORS: Final = frozenset(k for k, spec in REGISTRY.items() if not spec.local)
+LOCAL_ROTATORS: Final = frozenset(k for k, spec in REGISTRY.items() if spec.local)  # harmless for tag-managed
+GENERATORS: Final = frozenset(k for k, spec in REGISTRY.items() if spec.generator)
 ROTATORS: Final = DOWNSTREAM_ROTATORS | LOCAL_ROTATORS | {MANUAL}
+TARGET_KINDS: Final = frozenset(t for spec in REGISTRY.values() for t in spec.targets)
 
 # Key Vault raises SecretNearExpiry 30 days before `exp`, whatever the app thinks: a new version
 # valid for 30 days or less is born inside that window and the next event arrives at once.
-KEY_VAULT_NEAR_EXPIRY_DAYS: Final = 30
+# Both come from shared.validation, the one definition.
+KEY_VAULT_NEAR_EXPIRY_DAYS: Final = validation.KEY_VAULT_NEAR_EXPIRY_DAYS
 MAX_DAYS: Final = 3650
 
 ROLE_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-SECRET_NAME_RE: Final = re.compile(r"[0-9A-Za-z-]{1,127}")
+SECRET_NAME_RE: Final = validation.SECRET_NAME_RE
 PATTERN_RE: Final = re.compile(r"[0-9A-Za-z*?-]{1,127}")
 HOST_RE: Final = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"  # DNS name or IPv4
@@ -66,10 +72,13 @@ PLACEHOLDER_RE: Final = re.compile(r"\$\{([A-Z][A-Z0-9_]{0,127})(?::-([^${}]{0,2
 PG_STRATEGIES: Final = ("alternating", "single")
 REDIS_PERSIST: Final = ("auto", "aclsave", "rewrite", "none")
 # Options a tag-managed secret may set through tags: they change the value's shape, never where it goes.
-TAG_OPTIONS: Final[Mapping[str, frozenset[str]]] = {
-    "random": frozenset({"length", "encoding", "alphabet"}),
-    "jwt": frozenset({"format", "alg", "bits"}),
-}
+TAG_OPTIONS: Final[Mapping[str, frozenset[str]]] = {k: spec.tag_options for k, spec in REGISTRY.items() if spec.local}
+GUID_RE: Final = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+RESOURCE_GROUP_RE: Final = re.compile(r"[-\w.()]{0,89}[-\w()]")
+ARM_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+VERIFY_PATH_RE: Final = re.compile(r"/[A-Za-z0-9/._~=&?-]{0,199}")
+SCOPE_RE: Final = re.compile(r"https://[A-Za-z0-9.-]{1,200}(:[0-9]{1,5})?/\.default|api://[A-Za-z0-9-]{1,100}/\.default")
+AZURE_REDIS_KINDS: Final = ("azure-redis", "azure-managed-redis")
 
 
 class Unresolved:
@@ -122,7 +131,68 @@ class RedisTarget:
         return "redis"
 
 
-Target = PostgresTarget | RedisTarget
+@dataclass(frozen=True)
+class CognitiveServicesTarget:
+    """An Azure OpenAI / Azure AI Foundry (Cognitive Services) account: two key slots, Key1 and Key2.
+
+    ``endpoint`` is where the new key is proven with one cheap data-plane call
+    (``verifyPath``, listing the models by default); keys are only ever sent
+    there and to ARM."""
+
+    name: str
+    subscription_id: str
+    resource_group: str
+    account: str
+    endpoint: str
+    verify_path: str = "/openai/models?api-version=2024-10-21"
+    unresolved: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "cognitive-services"
+
+
+@dataclass(frozen=True)
+class AzureRedisTarget:
+    """An Azure Cache for Redis (``azure-redis``) or Azure Managed Redis database
+    (``azure-managed-redis``): two access keys, Primary and Secondary, regenerated through ARM.
+    ``host``/``port`` are where the new key is proven with a real AUTH."""
+
+    name: str
+    service: str  # azure-redis | azure-managed-redis
+    subscription_id: str
+    resource_group: str
+    cache: str  # the cache (azure-redis) or cluster (azure-managed-redis) name
+    host: str
+    port: int
+    database: str = "default"  # azure-managed-redis only
+    tls: bool = True
+    unresolved: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.service
+
+
+@dataclass(frozen=True)
+class EntraApplicationTarget:
+    """An Entra application (the API gateway's) whose client secrets the app adds and removes through
+    Microsoft Graph; a new one is proven by a client-credentials token for ``verify_scope``."""
+
+    name: str
+    tenant_id: str
+    application_object_id: str
+    client_id: str
+    verify_scope: str = "https://graph.microsoft.com/.default"
+    verify_timeout_seconds: int = 120  # Entra may take a while to accept a new password everywhere
+    unresolved: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "entra-application"
+
+
+Target = PostgresTarget | RedisTarget | CognitiveServicesTarget | AzureRedisTarget | EntraApplicationTarget
 
 
 @dataclass(frozen=True)
@@ -349,8 +419,14 @@ class _Parser:
 
     def target(self, name: str, item: Any, admins: frozenset[str]) -> Target:
         path = f"targets.{name}"
-        if not isinstance(item, dict) or item.get("kind") not in DOWNSTREAM_ROTATORS:
-            raise self.fail(f"{path}.kind", f"must be one of {', '.join(sorted(DOWNSTREAM_ROTATORS))}")
+        if not isinstance(item, dict) or item.get("kind") not in TARGET_KINDS:
+            raise self.fail(f"{path}.kind", f"must be one of {', '.join(sorted(TARGET_KINDS))}")
+        if item["kind"] == "cognitive-services":
+            return self.cognitive_services(name, item, path)
+        if item["kind"] in AZURE_REDIS_KINDS:
+            return self.azure_redis(name, item, path)
+        if item["kind"] == "entra-application":
+            return self.entra_application(name, item, path)
         admin = self.string(item.get("adminSecret"), f"{path}.adminSecret", SECRET_NAME_RE)
         if admin.lower() not in admins:
             raise self.fail(f"{path}.adminSecret", f"{admin} is not listed in adminSecrets")
@@ -448,6 +524,91 @@ class _Parser:
             unresolved=tuple(missing),
         )
 
+    def field(self, item: Mapping[str, Any], key: str, path: str, missing: list[str],
+              pattern: re.Pattern[str] | None = None, default: str | None = None) -> str:
+        """A string field that may be a ``${SETTING}`` placeholder ("" while unresolved)."""
+        raw = item.get(key, default)
+        if raw is None:
+            raise self.fail(f"{path}.{key}", "is required")
+        value = self.setting(raw, f"{path}.{key}", missing)
+        if isinstance(value, Unresolved):
+            return ""
+        return self.string(value, f"{path}.{key}", pattern)
+
+    def https_endpoint(self, item: Mapping[str, Any], key: str, path: str, missing: list[str]) -> str:
+        """``https://host[:port]``, nothing else: no user, path, query or fragment."""
+        value = self.field(item, key, path, missing)
+        if not value:
+            return ""
+        head, sep, rest = value.rstrip("/").partition("://")
+        host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+        if head.lower() != "https" or not sep or not host or not HOST_RE.fullmatch(host) or host.startswith("/") \
+                or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise self.fail(f"{path}.{key}", "must be https://host[:port] with no path, user or query")
+        return value.rstrip("/")
+
+    def arm_resource(self, item: Mapping[str, Any], path: str, missing: list[str]) -> tuple[str, str]:
+        return (self.field(item, "subscriptionId", path, missing, GUID_RE).lower(),
+                self.field(item, "resourceGroup", path, missing, RESOURCE_GROUP_RE))
+
+    def cognitive_services(self, name: str, item: Any, path: str) -> CognitiveServicesTarget:
+        allowed = {"kind", "subscriptionId", "resourceGroup", "account", "endpoint", "verifyPath"}
+        self.obj(item, path, allowed, {"kind", "subscriptionId", "resourceGroup", "account", "endpoint"})
+        missing: list[str] = []
+        subscription, group = self.arm_resource(item, path, missing)
+        return CognitiveServicesTarget(
+            name=name,
+            subscription_id=subscription,
+            resource_group=group,
+            account=self.field(item, "account", path, missing, ARM_NAME_RE),
+            endpoint=self.https_endpoint(item, "endpoint", path, missing),
+            verify_path=self.string(item.get("verifyPath", "/openai/models?api-version=2024-10-21"),
+                                    f"{path}.verifyPath", VERIFY_PATH_RE),
+            unresolved=tuple(missing),
+        )
+
+    def azure_redis(self, name: str, item: Any, path: str) -> AzureRedisTarget:
+        managed = item["kind"] == "azure-managed-redis"
+        allowed = {"kind", "subscriptionId", "resourceGroup", "host", "port", "tls",
+                   "cluster" if managed else "cache"} | ({"database"} if managed else set())
+        self.obj(item, path, allowed, {"kind", "subscriptionId", "resourceGroup", "host",
+                                       "cluster" if managed else "cache"})
+        missing: list[str] = []
+        subscription, group = self.arm_resource(item, path, missing)
+        port = self.setting(item.get("port", 10000 if managed else 6380), f"{path}.port", missing)
+        if isinstance(port, str):
+            port = int(port) if port.isdigit() else -1
+        if not isinstance(port, Unresolved):
+            port = self.integer(port, f"{path}.port", 1, 65535)
+        return AzureRedisTarget(
+            name=name,
+            service=item["kind"],
+            subscription_id=subscription,
+            resource_group=group,
+            cache=self.field(item, "cluster" if managed else "cache", path, missing, ARM_NAME_RE),
+            host=self.field(item, "host", path, missing, HOST_RE).lower(),
+            port=port if isinstance(port, int) else 0,
+            database=self.string(item.get("database", "default"), f"{path}.database", ARM_NAME_RE),
+            tls=self.boolean(item.get("tls", True), f"{path}.tls"),
+            unresolved=tuple(missing),
+        )
+
+    def entra_application(self, name: str, item: Any, path: str) -> EntraApplicationTarget:
+        allowed = {"kind", "tenantId", "applicationObjectId", "clientId", "verifyScope", "verifyTimeoutSeconds"}
+        self.obj(item, path, allowed, {"kind", "tenantId", "applicationObjectId", "clientId"})
+        missing: list[str] = []
+        return EntraApplicationTarget(
+            name=name,
+            tenant_id=self.field(item, "tenantId", path, missing, GUID_RE).lower(),
+            application_object_id=self.field(item, "applicationObjectId", path, missing, GUID_RE).lower(),
+            client_id=self.field(item, "clientId", path, missing, GUID_RE).lower(),
+            verify_scope=self.string(item.get("verifyScope", "https://graph.microsoft.com/.default"),
+                                     f"{path}.verifyScope", SCOPE_RE),
+            verify_timeout_seconds=self.integer(item.get("verifyTimeoutSeconds", 120),
+                                                f"{path}.verifyTimeoutSeconds", 1, 600),
+            unresolved=tuple(missing),
+        )
+
     def node(self, text: str, path: str) -> tuple[str, int]:
         host, sep, port = text.rpartition(":")
         if not sep or not port.isdigit() or not host:
@@ -473,8 +634,8 @@ class _Parser:
                 if key in item:
                     raise self.fail(f"{path}.{key}", "does not apply to a manual-only secret")
             generator = item.get("generator")
-            if generator is not None and generator not in LOCAL_ROTATORS:
-                raise self.fail(f"{path}.generator", f"must be one of {', '.join(sorted(LOCAL_ROTATORS))}")
+            if generator is not None and generator not in GENERATORS:
+                raise self.fail(f"{path}.generator", f"must be one of {', '.join(sorted(GENERATORS))}")
             return SecretEntry(name=name, rotator=rotator, options=options, generator=generator)
         if "generator" in item:
             raise self.fail(f"{path}.generator", "applies to manual-only secrets only")
@@ -485,12 +646,14 @@ class _Parser:
         check_validity(validity if validity is not None else interval + KEY_VAULT_NEAR_EXPIRY_DAYS,
                        lambda msg: self.fail(f"{path}.validityDays", msg))
         target = item.get("target")
-        if rotator in DOWNSTREAM_ROTATORS:
+        takes = REGISTRY[rotator].targets
+        if takes:
             target = self.string(target, f"{path}.target")
             if target not in targets:
                 raise self.fail(f"{path}.target", f"{target} is not declared in targets")
-            if targets[target].kind != rotator:
-                raise self.fail(f"{path}.target", f"{target} is a {targets[target].kind} target, not {rotator}")
+            if targets[target].kind not in takes:
+                raise self.fail(f"{path}.target",
+                                f"{target} is a {targets[target].kind} target, not {' or '.join(sorted(takes))}")
         elif target is not None:
             raise self.fail(f"{path}.target", f"rotator {rotator} has no downstream target")
         return SecretEntry(name=name, rotator=rotator, interval_days=interval, validity_days=validity,

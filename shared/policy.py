@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 OPTION_PREFIX = "rotation-"
 RECORD_PREFIX = "rotated-"
+ROTATOR_RECORD_PREFIX = "rotator-"  # what a rotator's apply recorded (key slot, key id); never policy
 POLICY_TAG = "rotation-policy"
 INTERVAL_TAG = "rotation-interval-days"
 VALIDITY_TAG = "rotation-validity-days"
@@ -157,7 +158,9 @@ def _listed(
         raise _refuse(name, POLICY_TAG, f"the operator file declares rotator {entry.rotator} for this secret")
     consumers = rtags.get(CONSUMERS_TAG)
     source = "operator-file+tags" if rtags else "operator-file"
-    target = operator.target(entry.target) if entry.target else None
+    # Unchecked here: a target whose ${SETTING}s are unset is reported when a rotation needs it (the engine),
+    # so listing and status still work for the rest of the inventory.
+    target = operator.targets.get(entry.target) if entry.target else None
     if entry.manual:
         for tag in (INTERVAL_TAG, VALIDITY_TAG):
             if tag in rtags:
@@ -198,5 +201,11 @@ def _tag_managed(name: str, pattern: TagManaged, rtags: Mapping[str, str], lead_
 
 
 def carried_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """Tags a new version inherits: policy and user tags, not the old record."""
-    return {k: v for k, v in tags.items() if not k.startswith(RECORD_PREFIX)}
+    """Tags a new version inherits: policy and user tags, not the old record (the engine's or the rotator's)."""
+    return {k: v for k, v in tags.items() if not k.lower().startswith((RECORD_PREFIX, ROTATOR_RECORD_PREFIX))}
+
+
+def rotator_record(tags: Mapping[str, str]) -> dict[str, str]:
+    """The record a rotator's apply left on a version, keys without the ``rotator-`` prefix."""
+    n = len(ROTATOR_RECORD_PREFIX)
+    return {k[n:]: v for k, v in tags.items() if k.startswith(ROTATOR_RECORD_PREFIX)}

@@ -3,7 +3,10 @@
 Real services come from tests.support.fixtures (PostgreSQL, Redis, Azurite);
 the Key Vault is the project's emulator over HTTPS, driven by the real SDK.
 Every log record of the session is kept and, at the end, searched for every
-secret value the suite produced (tests.support.leakscan).
+secret value the suite produced (tests.support.leakscan). Every container of
+the suite reports through the OpenTelemetry SDK with in-memory exporters
+(tests.support.telemetry), so every exported span, log record and metric data
+point is in that scan too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from kvemulator import KeyVaultEmulator
 from shared.container import Container, set_container
 from shared.settings import Settings
 from tests.support import leakscan, operator_files
+from tests.support import telemetry as telemetry_capture
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -34,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _instrument_outputs()
     root = logging.getLogger()
     root.addHandler(_recorder)
+    _install_telemetry()
     root.setLevel(logging.DEBUG)
     for name in ("azure", "azure.core", "azure.identity", "azure.keyvault", "azure.storage", "aiohttp",
                  "psycopg", "redis", "urllib3", "shared", "functions", "kvemulator", "uvicorn"):
@@ -63,9 +68,25 @@ def _instrument_outputs() -> None:
     func.HttpResponse.__init__ = response_init  # type: ignore[method-assign]
 
 
+def _install_telemetry() -> None:
+    from opentelemetry import trace
+
+    from shared import telemetry
+
+    capture = telemetry_capture.Capture()
+    capture.install_log_handler()
+    # The Azure SDK's spans (azure-core-tracing-opentelemetry) go to the global provider: the same one.
+    trace.set_tracer_provider(capture.tracer_provider)
+    telemetry_capture.set_capture(capture)
+    telemetry.install(capture.telemetry)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _recorder is None:
         return
+    capture = telemetry_capture.capture()
+    capture.metrics()  # the last data points go through the leak scan too
+    capture.remove_log_handler()
     logging.getLogger().removeHandler(_recorder)
     _recorder.close()
     values = leakscan.registered()

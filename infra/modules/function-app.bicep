@@ -1,4 +1,4 @@
-// Flex Consumption plan + Python 3.11 function app with a system-assigned
+// Flex Consumption plan + Python function app (3.11, 3.12 or 3.13) with a system-assigned
 // identity. The host talks to its storage account with that identity
 // (AzureWebJobsStorage__credential = managedidentity, no connection string)
 // and the deployment package container is reached the same way.
@@ -42,6 +42,23 @@ param zoneRedundant bool = false
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Python version the app runs on. Flex Consumption offers 3.10-3.13 (3.14 in preview); the app supports 3.11, 3.12 and 3.13, and requirements.txt is locked for each (README, "Python versions").')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.11'
+
+@description('App role HTTP callers must hold (ROTATION_REQUIRED_ROLE). Non-empty turns on App Service Authentication with Microsoft Entra ID; empty leaves it off (function keys only).')
+param requiredRole string = ''
+
+@description('With requiredRole: client (application) id of the Entra app registration that represents the HTTP API and declares the app role.')
+param authClientId string = ''
+
+@description('With requiredRole: token audiences accepted; empty means api://<authClientId> (the client id itself is always accepted).')
+param authAllowedAudiences array = []
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: Zone redundancy is the zoneRedundant parameter (off by default: not every Flex Consumption region supports it and it adds billed always-ready instances); checkov only sees the default.
@@ -107,7 +124,66 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
+      }
+    }
+  }
+}
+
+// App Service Authentication ("Easy Auth"), only when an app role is
+// required. The platform then validates the caller's Entra token before the
+// request reaches the host, strips any x-ms-client-principal* header the
+// client sent, injects its own, and sets the read-only WEBSITE_AUTH_ENABLED
+// that the app checks before it trusts those headers (functions/http_api.py).
+// The app role itself is declared in the app registration (authClientId),
+// not here; the role check is in the app (the "roles" claim), because Easy
+// Auth's authorization policy has no app-role condition.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(requiredRole)) {
+  // checkov:skip=CKV_AZURE_13: checkov reads the classic authsettings shape (properties.enabled); this is authsettingsV2, where Authentication is on through properties.platform.enabled = true (asserted by tests/infra/test_bicep.py).
+  // checkov:skip=CKV_AZURE_63: HTTP logging is a property of the 'web' config (siteConfig), which checkov applies to every sites/config resource; this one holds only authsettingsV2. Telemetry goes to Application Insights.
+  // checkov:skip=CKV_AZURE_65: Detailed error messages are a property of the 'web' config (siteConfig), not of authsettingsV2, the only thing this sites/config resource sets; checkov applies the check to any sites/config.
+  // checkov:skip=CKV_AZURE_66: Failed request tracing is a property of the 'web' config (siteConfig), not of authsettingsV2, the only thing this sites/config resource sets; checkov applies the check to any sites/config.
+  // checkov:skip=CKV_AZURE_80: The .NET Framework version is a 'web' config property and the app is Python on Flex Consumption; this sites/config resource holds only authsettingsV2.
+  // checkov:skip=CKV_AZURE_88: Azure Files content storage is a 'web' config concern; Flex Consumption deploys from a blob container (functionAppConfig.deployment) and this resource holds only authsettingsV2.
+  // checkov:skip=CKV_AZURE_222: Public network access is a property of the site (skipped there with its reason: Event Grid delivery and operators reach the app over its public endpoint); authsettingsV2 has no such property.
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      // An API, not a web site: no sign-in redirect, a plain 401.
+      unauthenticatedClientAction: 'Return401'
+      // Event Grid's AzureFunction delivery calls the Event Grid extension's
+      // webhook with the extension's system key, never with an Entra token;
+      // requiring authentication there would stop every Key Vault event. The
+      // HTTP API (/api/...) stays covered.
+      excludedPaths: [
+        '/runtime/webhooks/eventgrid'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${subscription().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: empty(authAllowedAudiences) ? [
+            'api://${authClientId}'
+          ] : authAllowedAudiences
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
       }
     }
   }
@@ -134,3 +210,4 @@ output id string = functionApp.id
 output name string = functionApp.name
 output principalId string = functionApp.identity.principalId
 output defaultHostName string = functionApp.properties.defaultHostName
+output authenticationEnabled bool = !empty(requiredRole)

@@ -2,6 +2,10 @@
 // the Flex Consumption deployment package, the rotation lease container and
 // the Event Grid dead-letter container. Shared keys are disabled: every
 // client (host, app, Event Grid, the deployment engine) uses Entra ID.
+//
+// Every container anyone writes to is created here, so no identity needs the
+// right to create containers, and every data role is scoped to a container
+// (app-roles.bicep, deadletter-access.bicep), never to the account.
 
 @description('Region of the account.')
 param location string
@@ -31,6 +35,12 @@ param leaseContainerName string
 
 @description('Blob container Event Grid dead-letters undeliverable Key Vault events to.')
 param deadLetterContainerName string
+
+@description('Containers the Functions host keeps its own state in: azure-webjobs-hosts (host id lock, timer schedule monitor, singleton locks) and azure-webjobs-secrets (function and host keys; blob is the default key store).')
+param hostContainerNames array = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
 
 @description('Days deleted blobs and containers can be restored.')
 @minValue(1)
@@ -110,6 +120,14 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for name in hostContainerNames: {
+  parent: blobService
+  name: name
+  properties: {
+    publicAccess: 'None'
+  }
+}]
+
 resource leaseContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: leaseContainerName
@@ -129,3 +147,4 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 output name string = storage.name
 output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output hostContainerNames array = hostContainerNames

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -98,17 +98,24 @@ class ConsumerNotifier:
 
 
 def build_notifier(
-    settings: Settings, credential: AsyncTokenCredential | None, hmac_keys: SecretReader | None
+    settings: Settings,
+    credential: AsyncTokenCredential | None,
+    hmac_keys: SecretReader | None,
+    hmac_vaults: Callable[[str], SecretReader] | None = None,
 ) -> ConsumerNotifier:
     """The composition root's entry point: the production notifier for these settings.
 
     ``credential`` (owned and closed by the caller) issues Entra tokens for
     consumers and, without a topic key, for Event Grid; ``hmac_keys`` reads
-    the HMAC key secrets named by ``hmacSecret``.
+    the HMAC key secrets named by ``hmacSecret`` when the consumer names no
+    vault, ``hmac_vaults`` gives the reader of the vault a consumer names
+    (``hmacVault``).
     """
     eventgrid_kwargs = {"connection_verify": settings.eventgrid_ca_bundle} if settings.eventgrid_ca_bundle else None
+    ping_kwargs = {"hmac_vaults": hmac_vaults} if hmac_vaults is not None else None
     return ConsumerNotifier.from_settings(
-        settings, credential=credential, hmac_keys=hmac_keys, eventgrid_kwargs=eventgrid_kwargs
+        settings, credential=credential, hmac_keys=hmac_keys, ping_kwargs=ping_kwargs,
+        eventgrid_kwargs=eventgrid_kwargs,
     )
 
 

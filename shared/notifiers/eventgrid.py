@@ -29,7 +29,7 @@ committed and the event is best effort on top of the pings.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 from azure.core.credentials import AzureKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
@@ -38,11 +38,11 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 from azure.eventgrid.aio import EventGridPublisherClient
 
-from shared.consumers import LOCAL_HOSTS
 from shared.errors import ConfigurationError
 from shared.notifiers.http_ping import iso8601, notice_fields
 from shared.ports import RotatedNotice
 from shared.settings import Settings
+from shared.validation import check_url
 
 EVENT_TYPE = "SecretRotation.SecretRotated"
 DATA_VERSION = "1.0"
@@ -183,15 +183,6 @@ def _describe(exc: Exception, status: int | None) -> str:
 
 def _topic_url(endpoint: str) -> str:
     """Validate the topic endpoint and add ``/api/events`` when no path is given."""
-    try:
-        parts = urlsplit(endpoint.strip())
-        host = parts.hostname
-    except ValueError as exc:
-        raise ConfigurationError("ROTATION_EVENTGRID_TOPIC_ENDPOINT is not a valid URL") from exc
-    if not host:
-        raise ConfigurationError("ROTATION_EVENTGRID_TOPIC_ENDPOINT must be an https:// URL")
-    scheme = parts.scheme.lower()
-    if not (scheme == "https" or (scheme == "http" and host.lower() in LOCAL_HOSTS)):
-        raise ConfigurationError("ROTATION_EVENTGRID_TOPIC_ENDPOINT must use https")
+    parts = check_url(endpoint.strip(), "ROTATION_EVENTGRID_TOPIC_ENDPOINT", allow_local_http=True)
     path = parts.path if parts.path not in ("", "/") else "/api/events"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))

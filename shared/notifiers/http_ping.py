@@ -92,20 +92,28 @@ class _HmacKeys:
 
     Consumers sharing a key share one read (even when pinged concurrently),
     and nothing outlives the call, so a rotated HMAC key is picked up on the
-    next rotation without any cache invalidation.
+    next rotation without any cache invalidation. A consumer whose key names
+    its vault (``hmacVault``) is read through ``vaults``; one that does not,
+    through the default ``reader``.
     """
 
-    def __init__(self, reader: SecretReader | None) -> None:
+    def __init__(self, reader: SecretReader | None, vaults: Callable[[str], SecretReader] | None = None) -> None:
         self._reader = reader
-        self._reads: dict[str, asyncio.Task[bytes]] = {}
+        self._vaults = vaults
+        self._reads: dict[tuple[str, str], asyncio.Task[bytes]] = {}
 
-    async def get(self, secret_name: str) -> bytes:
-        if self._reader is None:
+    async def get(self, secret_name: str, vault: str | None = None) -> bytes:
+        if vault is not None and self._vaults is not None:
+            reader: SecretReader | None = self._vaults(vault)
+        else:
+            reader = self._reader
+        if reader is None:
             raise _AuthUnavailable("no secret reader is configured for HMAC keys")
-        task = self._reads.get(secret_name)
+        key = ((vault or "").lower(), secret_name.lower())
+        task = self._reads.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._read(self._reader, secret_name))
-            self._reads[secret_name] = task
+            task = asyncio.ensure_future(self._read(reader, secret_name))
+            self._reads[key] = task
         # shield: one consumer's cancellation must not cancel the shared read.
         return await asyncio.shield(task)
 
@@ -194,7 +202,8 @@ class HttpPingNotifier:
     ``credential`` issues Entra tokens for ``auth: entra`` consumers
     (``DefaultAzureCredential`` from ``azure.identity.aio`` in production;
     the composition root owns and closes it). ``hmac_keys`` reads the HMAC
-    key secrets for ``auth: hmac`` consumers. ``backoff_*`` tune stamina's
+    key secrets for ``auth: hmac`` consumers that name no vault, ``hmac_vaults``
+    gives the reader of a named vault. ``backoff_*`` tune stamina's
     jittered exponential backoff between attempts. ``ssl_context`` replaces
     the default certificate verification (tests trust a local CA with it);
     ``session_factory`` replaces the whole ``aiohttp.ClientSession`` creation.
@@ -205,6 +214,7 @@ class HttpPingNotifier:
         *,
         credential: AsyncTokenSource | None = None,
         hmac_keys: SecretReader | None = None,
+        hmac_vaults: Callable[[str], SecretReader] | None = None,
         timeout_seconds: float = 5.0,
         attempts: int = 3,
         backoff_initial: float = 0.5,
@@ -220,6 +230,7 @@ class HttpPingNotifier:
             raise ValueError("timeout_seconds must be positive")
         self._credential = credential
         self._hmac_reader = hmac_keys
+        self._hmac_vaults = hmac_vaults
         self._timeout = timeout_seconds
         self._attempts = attempts
         self._backoff_initial = backoff_initial
@@ -257,7 +268,7 @@ class HttpPingNotifier:
         if not consumers:
             return []
         body = ping_body(notice)
-        keys = _HmacKeys(self._hmac_reader)
+        keys = _HmacKeys(self._hmac_reader, self._hmac_vaults)
         try:
             session = self._get_session()
             return list(
@@ -360,7 +371,7 @@ class HttpPingNotifier:
         if consumer.auth == "hmac":
             if not consumer.hmac_secret:
                 raise _AuthUnavailable("consumer uses hmac but names no hmacSecret")
-            key = await keys.get(consumer.hmac_secret)
+            key = await keys.get(consumer.hmac_secret, consumer.hmac_vault)
             timestamp = str(int(time.time()))
             headers[WEBHOOK_ID_HEADER] = notice.rotation_id
             headers[WEBHOOK_TIMESTAMP_HEADER] = timestamp

@@ -5,15 +5,30 @@ only knows its downstream system. Every method must be safe to call again
 after a crash at any point: ``apply`` for a fresh value must converge on the
 same downstream state whatever an earlier, abandoned attempt left behind, and
 ``retire`` must tolerate running twice.
+
+A value is generated either locally (``create`` returns it, ``apply`` makes it
+valid downstream) or at the provider (a key slot regenerated through ARM, an
+Entra password added through Graph): then ``create`` returns a placeholder and
+``apply`` returns an :class:`Applied` carrying the provider's value. Either way
+``apply`` may return a small *record* (key slot, key id; never secret
+material) that the engine persists on the new version as ``rotator-*`` tags
+and hands back in ``RotationContext.record`` to ``retire`` on a later
+invocation. A rotator declares how many record entries it may write
+(``record_tags``, counted against Key Vault's 15 tags before anything
+happens), how long the previous credential must outlive the commit
+(``retire_overlap``) and, in its registry line, whether it may serve as a
+manual-only secret's ``generator`` (:mod:`shared.rotators.registry`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import ClassVar, Protocol, runtime_checkable
 
+from shared.errors import ConfigurationError
 from shared.model import NewSecret, RetireResult, SecretVersion
 from shared.operator_config import Target
 from shared.ports import SecretReader
@@ -40,25 +55,85 @@ class RotationContext:
     options: Mapping[str, str]
     secrets: SecretReader
     target: Target | None = None
+    record: Mapping[str, str] = field(default_factory=dict)  # this rotation's record, read back from the tags
+    expires_on: datetime | None = None  # expiry of the version this rotation writes (a provider credential's end)
+    emergency: bool = False  # retire: leak response, the previous credential must stop working now
+
+
+RECORD_KEY_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
+RECORD_VALUE_MAX = 256
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply`` may return besides None.
+
+    ``record``: up to ``record_tags`` entries (keys ``[a-z][a-z0-9-]*``, values
+    of at most 256 characters, never secret material), persisted on the new
+    version as ``rotator-<key>`` tags. ``new``: the value the provider
+    generated, replacing the placeholder ``create`` returned.
+    """
+
+    record: Mapping[str, str] = field(default_factory=dict)
+    new: NewSecret | None = None
+
+
+ApplyResult = Applied | Mapping[str, str] | None
 
 
 @runtime_checkable
 class Rotator(Protocol):
     kind: str
+    record_tags: ClassVar[int]  # how many ``rotator-*`` tags ``apply`` may record (0: none)
 
     async def create(self, ctx: RotationContext) -> NewSecret:
         """Generate the new value. No side effects outside the process."""
 
-    async def apply(self, ctx: RotationContext, new: NewSecret) -> None:
-        """Make the new value valid downstream while the current one stays valid."""
+    async def apply(self, ctx: RotationContext, new: NewSecret) -> ApplyResult:
+        """Make the new value valid downstream while the current one stays valid.
+
+        May return a record to persist, or an :class:`Applied` with the value
+        the provider generated (see the module docstring)."""
 
     async def verify(self, ctx: RotationContext, new: NewSecret) -> None:
         """Prove the new value works; raise VerificationFailed if not."""
 
     async def retire(self, ctx: RotationContext, previous: SecretVersion | None) -> RetireResult:
-        """Invalidate the previous credential once consumers moved on. ``ctx.current`` is the new version.
+        """Invalidate the previous credential once consumers moved on. ``ctx.current`` is the new version
+        and ``ctx.record`` what ``apply`` recorded on it."""
 
-        A rotator whose old credential must outlive acknowledgements (tokens
-        signed with an old JWT key) may also define
-        ``retire_overlap(options) -> timedelta``; the engine never retires
-        earlier than that after the commit."""
+    def retire_overlap(self, options: Mapping[str, str]) -> timedelta:
+        """How long the previous credential must stay valid after the commit, whatever the
+        acknowledgements say (tokens signed with an old JWT key). The engine never retires earlier."""
+
+
+class RotatorDefaults:
+    """Defaults for the optional parts of the port: no record, no overlap."""
+
+    record_tags: ClassVar[int] = 0
+
+    def retire_overlap(self, options: Mapping[str, str]) -> timedelta:
+        return timedelta(0)
+
+
+def normalise_applied(result: ApplyResult, new: NewSecret, budget: int) -> tuple[NewSecret, dict[str, str]]:
+    """The value to commit and the record to persist, checked: a record is bounded, small and never
+    carries the value (a rotator bug must not put secret material in a tag)."""
+    if result is None:
+        result = {}
+    if isinstance(result, Applied):
+        record, value = dict(result.record), result.new or new
+    else:
+        record, value = dict(result), new
+    if not value.value:
+        raise ConfigurationError("rotator produced no value (a provider-generated value must come back from apply)")
+    if len(record) > budget:
+        raise ConfigurationError(f"rotator recorded {len(record)} entries, more than the {budget} it declares")
+    for key, text in record.items():
+        if not isinstance(key, str) or not RECORD_KEY_RE.fullmatch(key):
+            raise ConfigurationError("rotator record key is not [a-z][a-z0-9-]{0,30}")
+        if not isinstance(text, str) or len(text) > RECORD_VALUE_MAX:
+            raise ConfigurationError(f"rotator record {key} must be text of at most {RECORD_VALUE_MAX} characters")
+        if value.value and (value.value in text or (len(text) >= 8 and text in value.value)):
+            raise ConfigurationError(f"rotator record {key} would carry secret material; refused")
+    return value, record

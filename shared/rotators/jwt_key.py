@@ -33,7 +33,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from shared.errors import ConfigurationError, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.rotators.base import RotationContext
+from shared.rotators.base import RotationContext, RotatorDefaults
 
 RAW_CONTENT_TYPE = "application/octet-stream; encoding=base64url"
 JWKS_CONTENT_TYPE = "application/jwk-set+json"
@@ -94,7 +94,7 @@ def _dump(keys: list[dict[str, Any]]) -> str:
     return json.dumps({"keys": keys}, separators=(",", ":"))
 
 
-class JwtRotator:
+class JwtRotator(RotatorDefaults):
     kind = "jwt"
 
     def __init__(self, max_token_lifetime: timedelta) -> None:

@@ -53,7 +53,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
 from shared.operator_config import PostgresTarget
-from shared.rotators.base import RotationContext
+from shared.rotators.base import RotationContext, RotatorDefaults
 from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 
 __all__ = [
@@ -280,7 +280,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f" [{state}]" if state else "")
 
 
-class PostgresRotator:
+class PostgresRotator(RotatorDefaults):
     """Rotates a PostgreSQL login kept as a libpq connection string.
 
     ``password_factory`` exists so tests can inject hostile passwords; in

@@ -23,7 +23,7 @@ import string
 
 from shared.errors import ConfigurationError, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.rotators.base import RotationContext
+from shared.rotators.base import RotationContext, RotatorDefaults
 
 ALPHABETS = {
     "alnum": string.ascii_letters + string.digits,
@@ -102,7 +102,7 @@ def decoded_length(value: str, encoding: str) -> int:
     return len(value)
 
 
-class RandomRotator:
+class RandomRotator(RotatorDefaults):
     kind = "random"
 
     async def create(self, ctx: RotationContext) -> NewSecret:

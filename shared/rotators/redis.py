@@ -44,7 +44,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError,
 from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
 from shared.model import NewSecret, RetireResult, SecretVersion
 from shared.operator_config import RedisTarget
-from shared.rotators.base import RotationContext
+from shared.rotators.base import RotationContext, RotatorDefaults
 from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 
 __all__ = ["PASSWORD_ALPHABET", "RedisCredential", "RedisRotator", "generate_password", "password_hash"]
@@ -223,7 +223,7 @@ def _describe(exc: BaseException) -> str:
 # --------------------------------------------------------------------------
 
 
-class RedisRotator:
+class RedisRotator(RotatorDefaults):
     """Rotates a Redis ACL user's password on every node.
 
     ``password_factory`` exists so tests can inject hostile passwords; in

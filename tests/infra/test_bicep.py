@@ -37,19 +37,37 @@ INFRA = ROOT / "infra"
 MODULES = INFRA / "modules"
 
 # Built-in role definition ids (names as in the Azure portal).
-KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"  # must appear nowhere any more
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+# The project's custom roles (modules/vault-roles.bicep), named by the module
+# parameter that carries their GUID.
+SECRET_METADATA_READER = "custom:metadataReaderRoleGuid"
+SECRET_ROTATOR = "custom:secretWriterRoleGuid"
 
-# Role -> the only resource type it may be assigned on.
+CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
+VAULT_TYPE = "Microsoft.KeyVault/vaults"
+SECRET_TYPE = "Microsoft.KeyVault/vaults/secrets"
+
+# Role -> the only resource types it may be assigned on, unconditionally.
 EXPECTED_ROLE_SCOPES = {
-    KEY_VAULT_SECRETS_OFFICER: "Microsoft.KeyVault/vaults",
-    STORAGE_BLOB_DATA_OWNER: "Microsoft.Storage/storageAccounts",
-    STORAGE_BLOB_DATA_CONTRIBUTOR: "Microsoft.Storage/storageAccounts/blobServices/containers",
-    EVENTGRID_DATA_SENDER: "Microsoft.EventGrid/topics",
-    MONITORING_METRICS_PUBLISHER: "Microsoft.Insights/components",
+    SECRET_METADATA_READER: {VAULT_TYPE},
+    SECRET_ROTATOR: {SECRET_TYPE},
+    KEY_VAULT_SECRETS_USER: {SECRET_TYPE},
+    STORAGE_BLOB_DATA_OWNER: {CONTAINER},
+    STORAGE_BLOB_DATA_CONTRIBUTOR: {CONTAINER},
+    EVENTGRID_DATA_SENDER: {"Microsoft.EventGrid/topics"},
+    MONITORING_METRICS_PUBLISHER: {"Microsoft.Insights/components"},
+}
+# Broader grants that exist only behind an opt-in parameter (default false):
+# (file, resource) -> (role, scope type, the parameter).
+OPT_IN_BROAD_GRANTS = {
+    ("vault-access.bicep", "tagManagedRotator"): (SECRET_ROTATOR, VAULT_TYPE, "grantTagManagedVaultWide"),
+    ("app-roles.bicep", "accountWideOwner"): (STORAGE_BLOB_DATA_OWNER, "Microsoft.Storage/storageAccounts",
+                                              "hostStorageAccountWide"),
 }
 
 KEY_VAULT_EVENT_TYPES = ["Microsoft.KeyVault.SecretNearExpiry", "Microsoft.KeyVault.SecretExpired"]
@@ -123,13 +141,19 @@ def symbol_of(expression: Any) -> str | None:
 def role_id_of(assignment: dict[str, Any], path: Path) -> str:
     definition = assignment["properties"]["roleDefinitionId"]["function"]
     assert definition["type"] == "subscription_resource_id", (
-        f"{path.name}: role must be a built-in (subscriptionResourceId)"
+        f"{path.name}: role must be named by subscriptionResourceId (built-in, or one of vault-roles.bicep)"
     )
     assert definition["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
-    variable = definition["parameters"]["resource_name_1"]
-    value = parse(path)["variables"][variable]["value"]
-    assert re.fullmatch(r"[0-9a-f-]{36}", value), f"{path.name}: {variable} is not a role id"
-    return value
+    name = definition["parameters"]["resource_name_1"]
+    tree = parse(path)
+    if name in tree.get("parameters", {}):
+        assert name in {"metadataReaderRoleGuid", "secretWriterRoleGuid", "roleGuid"}, (
+            f"{path.name}: unknown role parameter {name}"
+        )
+        return f"custom:{name}"
+    value = tree["variables"][name]["value"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", value), f"{path.name}: {name} is not a role id"
+    return str(value)
 
 
 def load_settings_contract() -> dict[str, dict[str, str]]:
@@ -169,8 +193,9 @@ def test_app_settings_match_the_contract_exactly() -> None:
 
 def test_contract_is_well_formed() -> None:
     contract = load_settings_contract()
-    assert set(contract) == {"required", "localOnly"}
+    assert set(contract) == {"required", "localOnly", "platform"}
     assert not set(contract["required"]) & set(contract["localOnly"])
+    assert not set(contract["platform"]) & (set(contract["required"]) | set(contract["localOnly"]))
     for section in contract.values():
         for name, why in section.items():
             assert isinstance(why, str) and len(why) > 10, f"{name} needs a reason"
@@ -181,6 +206,17 @@ def test_no_local_only_or_forbidden_setting_is_deployed() -> None:
     deployed = set(app_settings())
     assert not deployed & set(contract["localOnly"])
     assert not deployed & FORBIDDEN_SETTINGS
+
+
+def test_the_deployment_never_fakes_a_platform_setting() -> None:
+    """WEBSITE_AUTH_ENABLED must come from App Service itself: an app setting
+    of that name would make the app trust forgeable principal headers."""
+    platform = set(load_settings_contract()["platform"])
+    assert platform == {"WEBSITE_AUTH_ENABLED"}
+    assert not set(app_settings()) & platform
+    for path in [*bicep_files(), INFRA / "main.parameters.json", *INFRA.glob("*.bicepparam")]:
+        code = re.sub(r"//[^\n]*", "", path.read_text(encoding="utf-8"))  # comments may explain it
+        assert "WEBSITE_AUTH_ENABLED" not in code, path.name
 
 
 def test_contract_covers_every_setting_the_code_reads() -> None:
@@ -195,7 +231,7 @@ def test_contract_covers_every_setting_the_code_reads() -> None:
     # Read by the Functions host / the runtime rather than Settings.
     read_by_code |= {"ROTATION_SWEEP_SCHEDULE", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
     contract = load_settings_contract()
-    known = set(contract["required"]) | set(contract["localOnly"])
+    known = set(contract["required"]) | set(contract["localOnly"]) | set(contract["platform"])
     assert read_by_code - known == set(), "settings read by the code that infra/app-settings.json does not mention"
 
 
@@ -227,7 +263,7 @@ def test_function_app_receives_the_settings() -> None:
 # ----------------------------------------------------------------- function app
 
 
-def test_function_app_is_flex_consumption_python_311_with_system_identity() -> None:
+def test_function_app_is_flex_consumption_python_with_system_identity() -> None:
     path = MODULES / "function-app.bicep"
     plan = only_resource(path, "Microsoft.Web/serverfarms")
     assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
@@ -239,7 +275,8 @@ def test_function_app_is_flex_consumption_python_311_with_system_identity() -> N
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
     assert props["siteConfig"]["ftpsState"] == "Disabled"
     config = props["functionAppConfig"]
-    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    # The version is the pythonVersion parameter (tests/build/test_python_versions.py).
+    assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
     storage = config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {"type": "SystemAssignedIdentity"}
@@ -270,7 +307,10 @@ def test_storage_account_is_entra_only_and_private() -> None:
     assert props["minimumTlsVersion"] == "TLS1_2"
     assert props["defaultToOAuthAuthentication"] is True
     containers = resources(MODULES / "storage.bicep", "Microsoft.Storage/storageAccounts/blobServices/containers")
-    assert len(containers) == 3
+    # host state (a loop: azure-webjobs-hosts, azure-webjobs-secrets), deployment
+    # package, leases, dead letters: every container anyone writes to exists
+    # before any identity needs it, so no identity needs to create containers.
+    assert set(containers) == {"hostContainers", "deploymentContainer", "leaseContainer", "deadLetterContainer"}
     assert all(body(c)["properties"]["publicAccess"] == "None" for c in containers.values())
 
 
@@ -314,12 +354,28 @@ def test_vaults_are_created_or_referenced_from_one_list() -> None:
 # ----------------------------------------------------------------- role assignments
 
 
+# Modules granting custom roles of their own, checked by their own tests (tests/infra/test_rotator_roles.py).
+CUSTOM_ROLE_MODULES = {"rotator-roles.bicep"}
+
+
 def all_role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
     found = []
     for path in bicep_files():
+        if path.name in CUSTOM_ROLE_MODULES:
+            continue
         for name, res in resources(path, "Microsoft.Authorization/roleAssignments").items():
             found.append((path, name, res))
     return found
+
+
+def condition_of(res: dict[str, Any]) -> Any:
+    """The deploy condition of a resource (``= if (...)`` or ``[for ...: if(...)``), or None."""
+    config = res["config"]
+    while isinstance(config, dict) and "config" in config and ("loop_type" in config or "condition" in config):
+        if config.get("condition") is not None:
+            return config["condition"]
+        config = config["config"]
+    return None
 
 
 def test_role_assignments_are_scoped_to_single_resources() -> None:
@@ -334,38 +390,377 @@ def test_role_assignments_are_scoped_to_single_resources() -> None:
             f"{path.name}:{name} scope is not a resource of the file (resource group or subscription?)"
         )
         role = role_id_of(config, path)
+        scope_type = declared[symbol]["type"]
+        if role == "custom:roleGuid":  # secret-access.bicep: the role its callers pass
+            assert (path.name, scope_type) == ("secret-access.bicep", SECRET_TYPE)
+            assert secret_access_roles() <= {r for r, types in EXPECTED_ROLE_SCOPES.items() if SECRET_TYPE in types}
+            continue
         assert role in EXPECTED_ROLE_SCOPES, f"{path.name}:{name} grants an unexpected role {role}"
-        assert declared[symbol]["type"] == EXPECTED_ROLE_SCOPES[role], (
-            f"{path.name}:{name} is on the wrong resource type"
-        )
+        opt_in = OPT_IN_BROAD_GRANTS.get((path.name, name))
+        if opt_in is not None:
+            assert (role, scope_type) == opt_in[:2]
+            assert opt_in[2] in json.dumps(condition_of(res)), f"{path.name}:{name} is not behind {opt_in[2]}"
+        else:
+            assert scope_type in EXPECTED_ROLE_SCOPES[role], f"{path.name}:{name} is on the wrong resource type"
         assert config["properties"]["principalType"] == "ServicePrincipal"
         # Deterministic name tied to the scope: re-deploys update, never duplicate.
         assert config["name"]["function"]["type"] == "guid"
 
 
+def secret_access_roles() -> set[str]:
+    """Roles vault-access.bicep hands to secret-access.bicep (roleGuid)."""
+    path = MODULES / "vault-access.bicep"
+    tree = parse(path)
+    roles = set()
+    for module in tree["modules"].values():
+        assert module["detail"]["path"] == "secret-access.bicep"
+        given = body(module)["params"]["roleGuid"]
+        roles.add(f"custom:{given}" if given in tree["parameters"] else tree["variables"][given]["value"])
+    return roles
+
+
 def test_each_expected_role_is_assigned() -> None:
     granted = {role_id_of(body(res), path) for path, _, res in all_role_assignments()}
+    granted = (granted - {"custom:roleGuid"}) | secret_access_roles()
     assert granted == set(EXPECTED_ROLE_SCOPES)
 
 
-def test_secrets_officer_is_assigned_per_vault_on_the_vault() -> None:
-    path = MODULES / "vault-access.bicep"
-    assignment = body(resources(path, "Microsoft.Authorization/roleAssignments")["secretsOfficer"])
-    assert role_id_of(assignment, path) == KEY_VAULT_SECRETS_OFFICER
-    assert assignment["scope"] == "vault"
-    assert assignment["properties"]["principalId"] == "functionPrincipalId"
-    # main.bicep deploys the module once per vault, in the vaults' resource group.
-    main = parse(INFRA / "main.bicep")
-    assert main["modules"]["vaultAccess"]["detail"]["path"] == "modules/vault-access.bicep"
+def test_opt_in_broad_grants_are_off_by_default() -> None:
+    main = main_parameters()
+    for (file, _), (_, _, param) in OPT_IN_BROAD_GRANTS.items():
+        assert parse(MODULES / file)["parameters"][param]["default"] is False
+        assert main[param]["default"] is False
+
+
+def test_no_secrets_officer_and_no_vault_wide_write_remains() -> None:
+    """Item 10 of issue 10: the app held Key Vault Secrets Officer on whole vaults."""
     for path in bicep_files():
-        if path.name != "vault-access.bicep":
-            for _, res in resources(path, "Microsoft.Authorization/roleAssignments").items():
-                assert role_id_of(body(res), path) != KEY_VAULT_SECRETS_OFFICER
+        assert KEY_VAULT_SECRETS_OFFICER not in path.read_text(encoding="utf-8"), path.name
+    for path, name, res in all_role_assignments():
+        config = body(res)
+        if resources(path)[symbol_of(config["scope"])]["type"] == VAULT_TYPE:
+            role = role_id_of(config, path)
+            assert role == SECRET_METADATA_READER or (path.name, name) in OPT_IN_BROAD_GRANTS, (
+                f"{path.name}:{name} grants {role} on a whole vault"
+            )
 
 
 def test_main_declares_no_role_assignment_at_resource_group_scope() -> None:
     assert not resources(INFRA / "main.bicep", "Microsoft.Authorization/roleAssignments")
     assert not resources(INFRA / "eventgrid.bicep", "Microsoft.Authorization/roleAssignments")
+
+
+# ------------------------------------------------- key vault rights from rotation.json
+
+
+class BicepEval:
+    """Just enough of Bicep's expression language to evaluate the loop
+    conditions and names the per-secret role assignments use, on pycep's tree.
+    pycep gives identifiers and string literals alike as Python strings: a
+    string is a variable when ``env`` has it, else a literal."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.env = env
+
+    def __call__(self, node: Any) -> Any:
+        if isinstance(node, str):
+            return self.env.get(node, node)
+        if isinstance(node, (bool, int)) or node is None:
+            return node
+        if isinstance(node, list):
+            return [self(n) for n in node]
+        if "operator" in node:
+            op = node["operator"]
+            kind, args = op["type"], op["operands"]
+            if kind == "property_accessor":
+                return self.access(self(args["operand_1"]), args["operand_2"])
+            if kind == "not":
+                return not self(args["bool_value"])
+            if kind == "and":
+                return all(self(v) for v in args.values())
+            if kind == "or":
+                return any(self(v) for v in args.values())
+            if kind == "conditional":
+                return self(args["true_value"]) if self(args["condition"]) else self(args["false_value"])
+            if kind == "equals":
+                return self(args["operand_1"]) == self(args["operand_2"])
+            if kind == "not_equals":
+                return self(args["operand_1"]) != self(args["operand_2"])
+            raise AssertionError(f"operator {kind} not supported by this evaluator")
+        if "function" in node:
+            fn = node["function"]
+            kind, params = fn["type"], fn["parameters"]
+            if kind == "contains":
+                return self(params["item_to_find"]) in self(params["container"])
+            if kind == "to_lower":
+                return str(self(params["string_to_change"])).lower()
+            if kind == "empty":
+                return not self(params["item_to_test"])
+            if kind == "items":
+                obj = self(params["arg_1"])
+                return [{"key": k, "value": obj[k]} for k in sorted(obj, key=str.lower)]
+            raise AssertionError(f"function {kind} not supported by this evaluator")
+        return {k: self(v) for k, v in node.items()}
+
+    def access(self, value: Any, chain: Any) -> Any:
+        if isinstance(chain, str):
+            return value[chain]
+        operands = chain["operator"]["operands"]
+        assert chain["operator"]["type"] == "property_accessor"
+        return self.access(self.access(value, operands["operand_1"]), operands["operand_2"])
+
+
+def operator_file() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((ROOT / "rotation.json").read_text(encoding="utf-8"))
+    return data
+
+
+def module_loop(name: str) -> tuple[str, Any, Any, dict[str, Any]]:
+    """(item name, array expression, condition, body) of a module loop of vault-access.bicep."""
+    config = parse(MODULES / "vault-access.bicep")["modules"][name]["config"]
+    detail = config["loop_type"]["detail"]
+    assert "index_name" not in detail
+    return detail["item_name"], detail["array_name"], config["condition"], config["config"]
+
+
+def granted_secrets(module: str, env: dict[str, Any]) -> dict[str, str]:
+    """Secret name -> role of every secret-access.bicep deployment the module
+    loop ``module`` of vault-access.bicep makes, evaluated with the module
+    parameters ``env``."""
+    tree = parse(MODULES / "vault-access.bicep")
+    assert tree["modules"][module]["detail"]["path"] == "secret-access.bicep"
+    variables = {k: v["value"] for k, v in tree["variables"].items() if not isinstance(v["value"], dict)}
+    item, array, condition, config = module_loop(module)
+    params = config["params"]
+    assert params["functionPrincipalId"] == "functionPrincipalId"
+    assert params["vaultName"] == {"operator": {"type": "property_accessor", "operands": {
+        "operand_1": "vault", "operand_2": "name"}}}
+    # Deployment names are unique per vault, secret and purpose.
+    assert "uniqueString(vaultName, toLower(" in config["name"]
+    role = params["roleGuid"]
+    role = f"custom:{role}" if role in tree["parameters"] else tree["variables"][role]["value"]
+    granted = {}
+    for element in BicepEval({**variables, **env})(array):
+        bound = BicepEval({**variables, **env, item: element})
+        if condition is None or bound(condition):
+            granted[bound(params["secretName"])] = role
+    return granted
+
+
+def test_the_per_secret_module_assigns_one_role_on_that_secret() -> None:
+    path = MODULES / "secret-access.bicep"
+    assignment = only_resource(path, "Microsoft.Authorization/roleAssignments")
+    assert assignment["scope"] == "secret"
+    secret = body(resources(path)["secret"])
+    assert resources(path)["secret"]["type"] == SECRET_TYPE and resources(path)["secret"]["existing"] is True
+    assert secret == {"parent": "vault", "name": "secretName"}
+    assert assignment["properties"]["principalId"] == "functionPrincipalId"
+    assert role_id_of(assignment, path) == "custom:roleGuid"
+
+
+def vault_access_params() -> dict[str, Any]:
+    params: dict[str, Any] = body(parse(INFRA / "main.bicep")["modules"]["vaultAccess"])["params"]
+    return params
+
+
+def test_the_operator_file_is_loaded_from_the_repository_root_at_compile_time() -> None:
+    load = var_value(INFRA / "main.bicep", "operatorConfig")["function"]
+    assert load["type"] == "load_json_content" and load["parameters"]["json_path"] is None
+    # loadJsonContent resolves its path relative to the Bicep file that calls it.
+    assert (INFRA / load["parameters"]["file_path"]).resolve() == (ROOT / "rotation.json").resolve()
+    params = vault_access_params()
+    assert params["secretPolicies"] == {
+        "operator": {"type": "property_accessor", "operands": {"operand_1": "operatorConfig", "operand_2": "secrets"}}
+    }
+    assert params["adminSecretNames"] == "adminSecretNames"
+    assert params["tagManagedPatterns"] == "tagManagedPatterns"
+    assert params["grantTagManagedVaultWide"] == "grantTagManagedVaultWide"
+    assert params["metadataReaderRoleGuid"] == {"operator": {"type": "property_accessor", "operands": {
+        "operand_1": "vaultRoles", "operand_2": {"operator": {"type": "property_accessor", "operands": {
+            "operand_1": "outputs", "operand_2": "metadataReaderRoleGuid"}}}}}}
+
+
+def test_each_secret_rotation_json_manages_gets_the_rotator_role_on_that_secret_only() -> None:
+    operator = operator_file()
+    env = {"secretPolicies": operator["secrets"]}
+    granted = granted_secrets("secretRotator", env)
+    managed = {name for name, policy in operator["secrets"].items()
+               if policy["rotator"].lower() != "manual" or "generator" in policy}
+    assert set(granted) == managed
+    assert set(granted.values()) == {SECRET_ROTATOR}
+    # The standard inventory: seven rotated secrets, the manual-only ones get no write right.
+    assert managed == {"jwt-signing-key", "database-connection-string", "redis-password", "session-encryption-key",
+                       "azure-openai-api-key", "foundry-api-key", "api-gateway-client-secret"}
+    assert "openai-api-key" in operator["secrets"] and "openai-api-key" not in granted
+
+
+def test_a_manual_only_or_newly_listed_secret_follows_the_file() -> None:
+    """The rights are a function of the file, not of the standard inventory."""
+    policies = {"team-a-token": {"rotator": "random"}, "Vendor-Key": {"rotator": "manual"},
+                "billing-db": {"rotator": "postgres", "target": "billing"},
+                # manual-only, but an explicit HTTP force may rotate it with this generator
+                "master-key": {"rotator": "manual", "generator": "random"}}
+    granted = granted_secrets("secretRotator", {"secretPolicies": policies})
+    assert set(granted) == {"team-a-token", "billing-db", "master-key"}
+
+
+def test_admin_secrets_are_readable_never_writable() -> None:
+    operator = operator_file()
+    main = INFRA / "main.bicep"
+    main_vars = {"operatorConfig": operator}
+    admin_names = BicepEval(main_vars)(var_value(main, "adminSecretNames"))
+    assert admin_names == operator["adminSecrets"]
+    granted = granted_secrets("adminSecretReader", {"adminSecretNames": admin_names})
+    assert granted == {name: KEY_VAULT_SECRETS_USER for name in operator["adminSecrets"]}
+    rotated = granted_secrets("secretRotator", {"secretPolicies": operator["secrets"]})
+    assert not set(granted) & set(rotated)
+
+
+def test_only_hmac_consumers_keys_are_readable() -> None:
+    config = {"consumers": {
+        "bridge": {"url": "https://bridge.internal/refresh", "auth": "entra", "audience": "api://bridge"},
+        "backend": {"url": "https://backend.internal/refresh", "auth": "hmac",
+                    "hmacSecret": "backend-refresh-hmac-key"},
+        "audit": {"url": "https://audit.internal/refresh", "auth": "none"},
+    }, "secrets": {"jwt-signing-key": ["bridge", "backend"]}}
+    main = INFRA / "main.bicep"
+    catalog = BicepEval({"consumersConfig": config})(var_value(main, "consumerCatalog"))
+    assert BicepEval({"consumersConfig": {}})(var_value(main, "consumerCatalog")) == {}
+    assert vault_access_params()["consumerCatalog"] == "consumerCatalog"
+    granted = granted_secrets("hmacKeyReader", {"consumerCatalog": catalog})
+    assert granted == {"backend-refresh-hmac-key": KEY_VAULT_SECRETS_USER}
+
+
+def test_tag_managed_secrets_get_vault_wide_rights_only_by_explicit_opt_in() -> None:
+    path = MODULES / "vault-access.bicep"
+    condition = condition_of(parse(path)["resources"]["tagManagedRotator"])
+    patterns = [{"pattern": "team-*", "rotators": ["random", "jwt"]}]
+    for opt_in, expected in ((False, False), (True, True)):
+        env = {"grantTagManagedVaultWide": opt_in, "tagManagedPatterns": patterns}
+        assert BicepEval(env)(condition) is expected
+    assert BicepEval({"grantTagManagedVaultWide": True, "tagManagedPatterns": []})(condition) is False
+    main = INFRA / "main.bicep"
+    for operator in (operator_file(), {"tagManaged": patterns}, {}):
+        expected_patterns = operator.get("tagManaged", [])
+        assert BicepEval({"operatorConfig": operator})(var_value(main, "tagManagedPatterns")) == expected_patterns
+
+
+def test_custom_roles_carry_only_the_data_actions_rotation_needs() -> None:
+    path = MODULES / "vault-roles.bicep"
+    definitions = {name: body(res) for name, res in resources(path, "Microsoft.Authorization/roleDefinitions").items()}
+    assert set(definitions) == {"metadataReader", "secretWriter"}
+    expected = {
+        "metadataReader": ["Microsoft.KeyVault/vaults/secrets/readMetadata/action"],
+        "secretWriter": [
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+            "Microsoft.KeyVault/vaults/secrets/update/action",
+        ],
+    }
+    for name, definition in definitions.items():
+        props = definition["properties"]
+        assert props["type"] == "customRole"
+        assert props["permissions"] == [
+            {"actions": [], "notActions": [], "dataActions": expected[name], "notDataActions": []}
+        ]
+        assert len(props["assignableScopes"]) == 1 and "resource_group" in json.dumps(props["assignableScopes"])
+        # A fixed GUID per environment and resource group: re-deploys update the role in place.
+        assert var_value(path, definition["name"])["function"]["type"] == "guid"
+    main = parse(INFRA / "main.bicep")
+    roles = body(main["modules"]["vaultRoles"])
+    assert roles["scope"]["function"]["type"] == "resource_group"
+    assert vault_access_params()["secretWriterRoleGuid"] == {"operator": {"type": "property_accessor", "operands": {
+        "operand_1": "vaultRoles", "operand_2": {"operator": {"type": "property_accessor", "operands": {
+            "operand_1": "outputs", "operand_2": "secretWriterRoleGuid"}}}}}}
+
+
+def test_the_metadata_reader_is_the_only_unconditional_vault_scope_grant() -> None:
+    path = MODULES / "vault-access.bicep"
+    reader = body(resources(path, "Microsoft.Authorization/roleAssignments")["metadataReader"])
+    assert reader["scope"] == "vault" and role_id_of(reader, path) == SECRET_METADATA_READER
+    assert reader["properties"]["principalId"] == "functionPrincipalId"
+    main = parse(INFRA / "main.bicep")
+    assert main["modules"]["vaultAccess"]["detail"]["path"] == "modules/vault-access.bicep"
+
+
+# ----------------------------------------------------------------- storage rights
+
+
+def test_the_apps_storage_rights_are_per_container() -> None:
+    path = MODULES / "app-roles.bicep"
+    declared = resources(path)
+    by_container: dict[str, set[str]] = {}
+    for name, res in resources(path, "Microsoft.Authorization/roleAssignments").items():
+        config = body(res)
+        target = declared[symbol_of(config["scope"])]
+        if (path.name, name) in OPT_IN_BROAD_GRANTS or not target["type"].startswith("Microsoft.Storage"):
+            continue
+        assert target["type"] == CONTAINER and condition_of(res) is None
+        container_name = body(target)["name"]
+        by_container.setdefault(json.dumps(container_name), set()).add(role_id_of(config, path))
+    assert by_container == {
+        '"name"': {STORAGE_BLOB_DATA_OWNER},  # the host containers (a loop over hostContainerNames)
+        '"deploymentContainerName"': {STORAGE_BLOB_DATA_OWNER},
+        '"leaseContainerName"': {STORAGE_BLOB_DATA_CONTRIBUTOR},
+    }
+    host_loop = parse(path)["resources"]["hostContainer"]["config"]["loop_type"]["detail"]
+    assert host_loop["item_name"] == "name" and host_loop["array_name"] == "hostContainerNames"
+    params = body(parse(INFRA / "main.bicep")["modules"]["appRoles"])["params"]
+    assert params["leaseContainerName"] == "leaseContainerName"
+    assert params["deploymentContainerName"] == "deploymentContainerName"
+    assert params["hostStorageAccountWide"] == "hostStorageAccountWide"
+    storage = parse(MODULES / "storage.bicep")
+    assert storage["parameters"]["hostContainerNames"]["default"] == ["azure-webjobs-hosts", "azure-webjobs-secrets"]
+    # The app has nothing on the dead-letter container; only the system topics write there.
+    assert "deadLetter" not in (MODULES / "app-roles.bicep").read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------- app service authentication
+
+
+def auth_settings() -> dict[str, Any]:
+    found = resources(MODULES / "function-app.bicep", "Microsoft.Web/sites/config")
+    assert set(found) == {"authSettings"}
+    return found["authSettings"]
+
+
+def test_app_service_authentication_is_on_exactly_when_a_role_is_required() -> None:
+    res = auth_settings()
+    assert condition_of(res) == {"operator": {"type": "not", "operands": {"bool_value": {
+        "function": {"type": "empty", "parameters": {"item_to_test": "requiredRole"}}}}}}
+    config = body(res)
+    assert config["name"] == "authsettingsV2" and config["parent"] == "functionApp"
+    props = config["properties"]
+    assert props["platform"] == {"enabled": True}
+    validation = props["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "Return401"
+    # Only the Event Grid extension's webhook (system key) is excluded; the API is not.
+    assert validation["excludedPaths"] == ["/runtime/webhooks/eventgrid"]
+    aad = props["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"] is True and aad["registration"]["clientId"] == "authClientId"
+    assert "v2.0" in json.dumps(aad["registration"]["openIdIssuer"])
+    assert props["httpSettings"]["requireHttps"] is True
+    assert set(props["identityProviders"]) == {"azureActiveDirectory"}
+
+
+def test_the_required_role_drives_both_the_setting_and_authentication() -> None:
+    assert app_settings()["ROTATION_REQUIRED_ROLE"] == "requiredRole"
+    params = body(parse(INFRA / "main.bicep")["modules"]["functionApp"])["params"]
+    assert params["requiredRole"] == "requiredRole"
+    assert params["authClientId"] == "authClientId"
+    data = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert data["requiredRole"]["value"] == "${ROTATION_REQUIRED_ROLE=}"
+    assert data["authClientId"]["value"] == "${ROTATION_AUTH_CLIENT_ID=}"
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_a_parameter_file_that_requires_a_role_names_the_app_registration(env: str) -> None:
+    text = (INFRA / f"main.{env}.bicepparam").read_text(encoding="utf-8")
+    role = re.search(r"^param requiredRole = '([^']*)'", text, re.MULTILINE)
+    client = re.search(r"^param authClientId = '([^']*)'", text, re.MULTILINE)
+    assert role and client
+    assert bool(role.group(1)) == bool(client.group(1))
 
 
 # ----------------------------------------------------------------- event grid

@@ -40,6 +40,8 @@ REQUIRED_PASSES = {
     "CKV_AZURE_42": "Key Vault recoverable (soft delete + purge protection)",
     "CKV_AZURE_109": "Key Vault firewall defaults to deny (module default; main.bicep opens it without VNet)",
     "CKV2_ROT_1": "Key Vault RBAC authorization, no access policies",
+    # Custom roles (vault-roles.bicep)
+    "CKV_AZURE_39": "Custom roles grant no owner-like wildcard actions",
     # Function app
     "CKV_AZURE_70": "Function app HTTPS only",
     "CKV_AZURE_14": "HTTP redirected to HTTPS",
@@ -79,6 +81,11 @@ EXPECTED_SKIPS = {
     ("CKV_AZURE_17", "/modules/function-app.bicep", "Microsoft.Web/sites.functionApp"),
     ("CKV_AZURE_212", "/modules/function-app.bicep", "Microsoft.Web/sites.functionApp"),
     ("CKV_AZURE_213", "/modules/function-app.bicep", "Microsoft.Web/sites.functionApp"),
+    # checkov applies its 'web' config checks to every Microsoft.Web/sites/config
+    # resource; authSettings is authsettingsV2 only (App Service Authentication).
+    *{(check, "/modules/function-app.bicep", "Microsoft.Web/sites/config.authSettings")
+      for check in ("CKV_AZURE_13", "CKV_AZURE_63", "CKV_AZURE_65", "CKV_AZURE_66", "CKV_AZURE_80",
+                    "CKV_AZURE_88", "CKV_AZURE_222")},
 }
 
 

@@ -26,10 +26,10 @@ from functions.http_api import (
     rotation_status,
 )
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
+from shared.container import Container, set_container
 from shared.errors import DownstreamError
 from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.rotators.base import RotationContext
+from shared.rotators.base import RotationContext, RotatorDefaults
 from shared.settings import Settings
 from tests.conftest import VAULT, make_settings
 from tests.support import operator_files
@@ -99,6 +99,19 @@ def assert_no_value(resp: func.HttpResponse, emu: KeyVaultEmulator) -> None:
 
 
 @pytest.fixture
+async def easy_auth_container(emulator: KeyVaultEmulator, azurite: Any) -> AsyncIterator[Container]:
+    """The app as deployed behind App Service Authentication (the platform sets
+    WEBSITE_AUTH_ENABLED=True), installed as the process container."""
+    c = Container(make_settings(emulator, azurite, platform_auth_enabled=True))
+    set_container(c)
+    try:
+        yield c
+    finally:
+        set_container(None)
+        await c.aclose()
+
+
+@pytest.fixture
 async def slow_lease_container(emulator: KeyVaultEmulator, azurite: Any) -> AsyncIterator[Container]:
     c = Container(make_settings(emulator, azurite, lease_wait_seconds=0.3))
     try:
@@ -111,7 +124,7 @@ async def slow_lease_container(emulator: KeyVaultEmulator, azurite: Any) -> Asyn
 
 
 async def test_rotate_writes_a_new_version_recording_reason_and_caller(emulator: KeyVaultEmulator,
-                                                                      container: Container) -> None:
+                                                                      easy_auth_container: Container) -> None:
     old = seed_key(emulator)
     headers = {"x-ms-client-principal": principal_header(sample("client-principal.json"))}
     resp = await rotate_secret(rotate(KEY, sample("rotate-request.json"), headers=headers))
@@ -149,12 +162,36 @@ async def test_rotate_without_a_body_rotates_a_managed_secret_that_is_not_due(em
       "x-ms-client-principal-name": "erin@contoso.example"}, "erin@contoso.example"),
     ({}, "function-key"),
 ])
-async def test_the_recorded_caller_falls_back_from_principal_to_name_header_to_function_key(
-        emulator: KeyVaultEmulator, container: Container, headers: dict[str, str], caller: str) -> None:
+async def test_behind_app_service_authentication_the_recorded_caller_falls_back_from_principal_to_name_header(
+        emulator: KeyVaultEmulator, easy_auth_container: Container, headers: dict[str, str], caller: str) -> None:
     seed_key(emulator)
-    resp = await handle_rotate(rotate(KEY, headers=headers), container)
+    resp = await handle_rotate(rotate(KEY, headers=headers), easy_auth_container)
     assert resp.status_code == 200, resp.get_body()
     assert emulator.latest(KEY)["tags"]["rotated-caller"] == caller
+
+
+FORGED_ADMIN = {"auth_typ": "aad", "userDetails": "ceo@contoso.example",
+                "name_typ": "evil", "role_typ": "evil",
+                "claims": [{"typ": "name", "val": "ceo@contoso.example"}, {"typ": "roles", "val": "Rotation.Operator"},
+                           {"typ": "evil", "val": "Rotation.Operator"}]}
+
+
+@pytest.mark.parametrize("headers", [
+    {"x-ms-client-principal": principal_header(FORGED_ADMIN)},
+    {"x-ms-client-principal-name": "ceo@contoso.example"},
+    {"x-ms-client-principal": principal_header(FORGED_ADMIN), "x-ms-client-principal-name": "ceo@contoso.example"},
+])
+async def test_without_app_service_authentication_a_forged_principal_is_ignored_and_the_caller_is_the_function_key(
+        emulator: KeyVaultEmulator, container: Container, headers: dict[str, str]) -> None:
+    """Attack 7: a function-key holder forges x-ms-client-principal; with no
+    platform authentication in front of the app nothing in it is believed."""
+    assert container.settings.platform_auth_enabled is False
+    seed_key(emulator)
+    resp = await rotate_secret(rotate(KEY, headers=headers))
+    assert resp.status_code == 200, resp.get_body()
+    tags = emulator.latest(KEY)["tags"]
+    assert tags["rotated-caller"] == "function-key"
+    assert "ceo@contoso.example" not in json.dumps(tags)
 
 
 async def test_dry_run_plans_without_writing_or_revealing_the_value(emulator: KeyVaultEmulator,
@@ -309,7 +346,7 @@ async def test_key_vault_failing_beyond_retries_is_503_without_secret_material(e
     assert_no_value(resp, emulator)
 
 
-class _FailingRotator:
+class _FailingRotator(RotatorDefaults):
     """Stands in for a rotator whose downstream system is down (or buggy)."""
 
     kind = "random"
@@ -355,7 +392,7 @@ async def test_an_unexpected_error_is_a_generic_500(emulator: KeyVaultEmulator, 
 
 @pytest.fixture
 async def role_container(emulator: KeyVaultEmulator, azurite: Any) -> AsyncIterator[Container]:
-    c = Container(make_settings(emulator, azurite, required_role="Rotation.Operator"))
+    c = Container(make_settings(emulator, azurite, required_role="Rotation.Operator", platform_auth_enabled=True))
     try:
         yield c
     finally:
@@ -396,24 +433,67 @@ async def test_with_a_required_role_a_caller_holding_it_may_rotate(emulator: Key
     assert emulator.latest(KEY)["tags"]["rotated-caller"] == "alice@contoso.example"
 
 
-async def test_the_long_role_claim_type_named_by_role_typ_counts_too(emulator: KeyVaultEmulator,
-                                                                   role_container: Container) -> None:
+@pytest.mark.parametrize("role_typ", ["http://schemas.microsoft.com/ws/2008/06/identity/claims/role", "groups",
+                                      "name"])
+async def test_a_role_under_a_claim_type_the_header_names_itself_does_not_count(
+        emulator: KeyVaultEmulator, role_container: Container, role_typ: str) -> None:
+    """Only the "roles" claim carries app roles; role_typ is never followed."""
     seed_key(emulator)
+    emulator.reset_counters()
     data = sample("client-principal.json")
-    data["claims"] = [{"typ": data["role_typ"], "val": "Rotation.Operator"}]
-    resp = await handle_status(status_req(KEY, headers={"x-ms-client-principal": principal_header(data)}),
-                               role_container)
-    assert resp.status_code == 200
+    data["role_typ"] = role_typ
+    others = [c for c in data["claims"] if c["typ"] != "roles"]
+    data["claims"] = [*others, {"typ": role_typ, "val": "Rotation.Operator"}]
+    headers = {"x-ms-client-principal": principal_header(data)}
+    resp = await handle_rotate(rotate(KEY, headers=headers), role_container)
+    assert resp.status_code == 403 and read(resp)["error"]["code"] == "Forbidden"
+    assert emulator.count() == 0 and len(emulator.versions(KEY)) == 1
+
+
+@pytest.fixture
+async def role_without_auth_container(emulator: KeyVaultEmulator, azurite: Any) -> AsyncIterator[Container]:
+    """A required role, but App Service Authentication is not on (WEBSITE_AUTH_ENABLED absent)."""
+    c = Container(make_settings(emulator, azurite, required_role="Rotation.Operator", platform_auth_enabled=False))
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    principal_with_roles("Rotation.Operator"),
+    {"x-ms-client-principal": principal_header(FORGED_ADMIN), "x-ms-client-principal-name": "ceo@contoso.example"},
+])
+async def test_a_required_role_without_app_service_authentication_is_refused_with_503_on_every_route(
+        emulator: KeyVaultEmulator, role_without_auth_container: Container, headers: dict[str, str]) -> None:
+    """Attack 7: with only a function key, a forged principal carrying the
+    required role must not pass; the deployment is reported as misconfigured
+    and nothing is read or written."""
+    seed_key(emulator)
+    emulator.reset_counters()
+    for handler, req in ((handle_rotate, rotate(KEY, {"force": True}, headers=headers)),
+                         (handle_status, status_req(KEY, headers=headers)),
+                         (handle_plan, request("GET", "secrets", headers=headers))):
+        resp = await handler(req, role_without_auth_container)
+        assert resp.status_code == 503
+        error = read(resp)["error"]
+        assert error["code"] == "DeploymentMisconfigured"
+        assert "App Service Authentication is not enabled" in error["message"]
+    assert emulator.count() == 0
+    assert len(emulator.versions(KEY)) == 1
+    assert lease_blobs(role_without_auth_container.settings) == []
 
 
 # ------------------------------------------------------------------ status
 
 
 async def test_status_reports_policy_schedule_and_last_rotation(emulator: KeyVaultEmulator,
-                                                               container: Container) -> None:
+                                                               easy_auth_container: Container) -> None:
     old = seed_key(emulator, days_left=20)
     headers = {"x-ms-client-principal-name": "bob@contoso.example"}
-    assert (await handle_rotate(rotate(KEY, {"reason": "drill"}, headers=headers), container)).status_code == 200
+    rotated = await handle_rotate(rotate(KEY, {"reason": "drill"}, headers=headers), easy_auth_container)
+    assert rotated.status_code == 200
     emulator.reset_counters()
     resp = await rotation_status(status_req(KEY))
     assert resp.status_code == 200

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.markers import Marker
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "worker-index.sh"
@@ -43,13 +44,23 @@ def indexed_app(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["name"]: f for f in report["functions"]}
 
 
-def test_the_check_runs_the_pinned_worker_on_python_3_13_with_the_apps_own_sdk(report: dict[str, Any]) -> None:
-    pinned = re.search(r'^RUNTIME_VERSION="([^"]+)"', SCRIPT.read_text(), re.MULTILINE)
-    sdk = re.search(r"^azure-functions==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
-    assert pinned and sdk
+def locked_pin(lock: Path, name: str, python: str) -> str:
+    """The version ``lock`` pins ``name`` to on Python ``python`` (e.g. ``3.13``), markers honoured."""
+    environment = {"python_version": python, "python_full_version": python + ".0"}
+    pattern = rf"^{re.escape(name)}==(\S+)(?: ; (.*?))? \\$"
+    versions = [version for version, marker in re.findall(pattern, lock.read_text(), re.MULTILINE)
+                if not marker or Marker(marker).evaluate(environment)]
+    assert len(versions) == 1, (name, versions)
+    return versions[0]
+
+
+def test_the_check_runs_the_locked_worker_on_python_3_13_with_the_sdk_the_app_deploys_there(
+        report: dict[str, Any]) -> None:
     assert report["python"].startswith("3.13.")
-    assert report["runtime"] == pinned.group(1)
-    assert report["azureFunctions"] == sdk.group(1)
+    assert report["runtime"] == locked_pin(ROOT / "requirements-worker.txt", "azure-functions-runtime", "3.13")
+    deployed = locked_pin(ROOT / "requirements.txt", "azure-functions", "3.13")
+    assert report["azureFunctions"] == deployed
+    assert locked_pin(ROOT / "requirements-worker.txt", "azure-functions", "3.13") == deployed
 
 
 def trigger_of(function: dict[str, Any]) -> dict[str, Any]:

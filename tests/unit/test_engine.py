@@ -241,3 +241,30 @@ async def test_too_many_tags_to_record_a_rotation_is_refused_before_anything_cha
     with pytest.raises(PolicyError, match="tags"):
         await make_engine(store).run(RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP))
     assert store.writes == 0
+
+
+@pytest.mark.parametrize(
+    ("days_left", "reported_days", "rotates", "reason"),
+    [
+        (30, 30, True, "Key Vault reported"),  # the event at the edge of Key Vault's window
+        (30 + 1 / 48, 30, True, "Key Vault reported"),  # 30 minutes early: clock skew, not an extension
+        (200, 30, False, "expiry was extended from"),  # PATCHed after the event was raised
+        (200, None, False, "expiry was extended to"),  # no EXP in the event: the vault's state alone
+        (200, 200, False, "arrived before the near-expiry window"),  # a hand-made event, far too early
+        (200, 250, False, "arrived before the near-expiry window"),  # shortened since, still not due
+        (25, 10, True, "Key Vault reported"),  # extended, but still inside the window
+    ],
+)
+async def test_an_event_for_the_current_version_is_decided_on_the_vaults_current_expiry(
+        days_left: float, reported_days: float | None, rotates: bool, reason: str) -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=days_left))
+    req = event(store, "session-encryption-key")
+    reported = NOW + timedelta(days=reported_days) if reported_days is not None else None
+    req = RotationRequest(req.vault, req.secret_name, req.trigger, event_version=req.event_version.upper(),  # type: ignore[union-attr]
+                          event_expires_on=reported)
+    outcome = await make_engine(store).run(req)
+    assert (outcome.status == "rotated") is rotates, outcome
+    if not rotates:
+        assert reason in outcome.reason
+    assert len(store.versions["session-encryption-key"]) == (2 if rotates else 1)

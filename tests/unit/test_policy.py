@@ -30,12 +30,13 @@ TEAM = with_patterns({"pattern": "team-*", "rotators": ["random", "jwt", "manual
 
 def test_the_shipped_operator_file_declares_the_standard_inventory() -> None:
     expected = {"jwt-signing-key": ("jwt", 30), "database-connection-string": ("postgres", 90),
-                "redis-password": ("redis", 90), "session-encryption-key": ("random", 90)}
+                "redis-password": ("redis", 90), "session-encryption-key": ("random", 90),
+                "azure-openai-api-key": ("key-slot", 90), "foundry-api-key": ("key-slot", 90),
+                "api-gateway-client-secret": ("entra-client-secret", 90)}
     for name, (kind, interval) in expected.items():
         entry = SHIPPED.entry(name)
         assert entry is not None and (entry.rotator, entry.interval_days) == (kind, interval)
-    for name in ("openai-api-key", "azure-openai-api-key", "foundry-api-key", "api-gateway-client-secret",
-                 "encryption-master-key"):
+    for name in ("openai-api-key", "encryption-master-key"):  # no key-creation API; data re-encryption
         entry = SHIPPED.entry(name)
         assert entry is not None and entry.manual
     assert len(SHIPPED.secrets) == 9
@@ -61,9 +62,14 @@ def test_a_downstream_secret_gets_its_target_from_the_operator_file_only() -> No
     assert (policy.target.name, policy.target.host) == ("app-postgres", "db.internal")
 
 
-def test_an_unset_placeholder_names_the_missing_app_setting() -> None:
+def test_an_unset_placeholder_names_the_missing_app_setting_when_a_rotation_needs_the_target() -> None:
+    """Status, plan and the sweep's listing still resolve the policy; the engine asks for the target
+    (``OperatorConfig.target``) before a rotation or retirement and that names the missing setting."""
+    operator = OperatorConfig.load(None, {})
+    policy = resolve_policy("database-connection-string", {}, operator, 30)
+    assert policy is not None and policy.target is not None and policy.target.unresolved
     with pytest.raises(ConfigurationError, match="ROTATION_POSTGRES_HOST"):
-        resolve_policy("database-connection-string", {}, OperatorConfig.load(None, {}), 30)
+        operator.target(policy.target.name)
 
 
 def test_an_unlisted_secret_is_not_managed_whatever_its_tags_say() -> None:
