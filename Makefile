@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 
 .PHONY: bootstrap test unit unit-pythons lint typecheck demo bench emulator local-up local-down fault-matrix \
-	lock lock-upgrade clean
+	lock lock-upgrade clean e2e-consumers
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -62,6 +62,11 @@ local-down:
 clean:
 	-@bash scripts/local-services.sh stop
 	rm -rf .venv .venv-* .tools .pytest_cache .mypy_cache .ruff_cache .emulator .azurite
+
+## The consumer kits end to end: 3 replicas of the bridge and the backend behind nginx, under load while
+## the four secrets rotate 3 times each, with and without the replica fan-out (a few minutes).
+e2e-consumers: bootstrap
+	bash scripts/e2e-consumers.sh
 
 ## Regenerate docs/fault-matrix.md: every rotator x a real SIGKILL / SIGSTOP past the lease after every step (~5 min).
 fault-matrix: bootstrap

@@ -126,7 +126,8 @@ async def b1_rotation(rounds: int, emu: KeyVaultEmulator, azurite: Azurite, pg: 
     app = ConsumerApp(_no_read, secret_name="db", allow_anonymous=True)
     floor_app = ConsumerApp(_no_read, secret_name="db-floor", allow_anonymous=True)
     with ConsumerServer(app) as server, ConsumerServer(floor_app) as floor_server:
-        consumers = {"consumers": {"svc": {"url": server.url, "auth": "none"}}, "secrets": {"db": ["svc"]}}
+        consumers = {"consumers": {"svc": {"url": server.url, "auth": "none", "acknowledges": "service"}},
+                     "secrets": {"db": ["svc"]}}
         container = Container(settings_for(emu, azurite, consumers=consumers), operator=operator)
         client = emu.async_secret_client()
         session = aiohttp.ClientSession()

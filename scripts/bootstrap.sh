@@ -77,6 +77,19 @@ else
     printf '%s\n' "$want_azurite" >"$AZ_DIR/.package-lock.sha256"
 fi
 
+# --- kits/node (the TypeScript consumer kit): npm ci from its lock file --------
+# tests/kits/test_node_kit.py runs its `npm test` (tsc + node --test).
+KIT_DIR="$ROOT/kits/node"
+KIT_STAMP="$KIT_DIR/node_modules/.package-lock.sha256"
+want_kit="$(sha256sum "$KIT_DIR/package-lock.json" | cut -d' ' -f1)"
+if [ -f "$KIT_STAMP" ] && [ "$(cat "$KIT_STAMP")" = "$want_kit" ]; then
+    log "kits/node: dependencies present"
+else
+    log "kits/node: npm ci"
+    (cd "$KIT_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    printf '%s\n' "$want_kit" >"$KIT_STAMP"
+fi
+
 # --- Python venv ---------------------------------------------------------------
 PY="python3.11"
 if ! command -v "$PY" >/dev/null 2>&1; then

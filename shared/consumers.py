@@ -31,15 +31,15 @@ has exactly these fields:
     credential can hide in a URL that ends up in logs.
 ``auth`` (required, no default so the choice is always explicit)
     ``"entra"``: a bearer token for ``audience`` from the app's managed
-    identity; ``"hmac"``: an HMAC-SHA256 signature keyed by the Key Vault
-    secret named ``hmacSecret``; ``"none"``: no authentication (only for
+    identity; ``"hmac"``: a Standard Webhooks signature (HMAC-SHA256) keyed
+    by the ``whsec_`` Key Vault secret named ``hmacSecret``; ``"none"``: no authentication (only for
     services that merely re-read from Key Vault and accept nothing else).
 ``audience`` (required for, and only allowed with, ``entra``)
     The application ID URI of the consumer, e.g. ``api://bridge``; the token
     is requested for ``<audience>/.default``.
 ``hmacSecret`` (required for, and only allowed with, ``hmac``)
-    The *name* of the Key Vault secret holding the shared HMAC key; never the
-    key itself. Unknown fields are refused for exactly that reason: a typo such
+    The *name* of the Key Vault secret holding the Standard Webhooks signing
+    key (``whsec_...``); never the key itself. Unknown fields are refused for exactly that reason: a typo such
     as ``hmacKey`` with a literal key must fail loudly instead of being ignored.
 ``hmacVault`` (only allowed with ``hmac``)
     The allowed vault that holds ``hmacSecret``. Optional while the app has
@@ -48,6 +48,19 @@ has exactly these fields:
     and none is the default, since the key's location would otherwise be a
     guess. Checked at start-up (``Settings.from_env``): a catalog whose HMAC
     keys cannot be read is refused there, not discovered at the first ping.
+``maxCacheSeconds`` (optional, default 3600, 0 to 86400)
+    How long any instance of the service may keep serving a cached value.
+    A ping reaches *one* instance behind the service's load balancer, so
+    unless the acknowledgement covers every instance (below), the old
+    credential is retired no earlier than this long after the commit, and
+    never before it on the grace-period path either.
+``acknowledges`` (optional, ``"instance"`` default or ``"service"``)
+    ``"service"`` declares that the service fans the refresh out to its
+    instances and answers 2xx only once every live instance uses the new
+    version (``keyvault_rotation_kit`` with a fan-out answers
+    ``"coverage": "service"``). Only then does an acknowledgement retire the
+    old credential before ``maxCacheSeconds``; an answer without that
+    coverage counts as not acknowledged.
 
 ``secrets`` maps a Key Vault secret name (case-insensitive, as in Key Vault)
 to the list of catalog names that consume it. Every name must be in the
@@ -81,10 +94,15 @@ from shared.validation import LOCAL_HOSTS, check_url, is_secret_name, is_vault_n
 SETTING = "ROTATION_CONSUMERS"
 TAG = "rotation-consumers"
 AUTH_KINDS = frozenset({"none", "entra", "hmac"})
+ACK_SCOPES = frozenset({"instance", "service"})
+DEFAULT_MAX_CACHE_SECONDS = 3600
+MAX_CACHE_SECONDS_LIMIT = 86400
 __all__ = ["LOCAL_HOSTS", "ConsumerCatalog", "parse_consumers", "resolve_consumers"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-_ALLOWED_FIELDS = frozenset({"url", "auth", "audience", "hmacSecret", "hmacVault"})
+_ALLOWED_FIELDS = frozenset(
+    {"url", "auth", "audience", "hmacSecret", "hmacVault", "maxCacheSeconds", "acknowledges"}
+)
 _EMPTY_TAG_VALUES = frozenset({"", "none", "-"})
 
 
@@ -271,8 +289,15 @@ def _parse_consumer(name: object, entry: object) -> Consumer:
             raise ConfigurationError(f"{where}.hmacSecret is only allowed when auth is 'hmac'")
         if hmac_vault is not None:
             raise ConfigurationError(f"{where}.hmacVault is only allowed when auth is 'hmac'")
+    max_cache = entry.get("maxCacheSeconds", DEFAULT_MAX_CACHE_SECONDS)
+    if isinstance(max_cache, bool) or not isinstance(max_cache, int) or not 0 <= max_cache <= MAX_CACHE_SECONDS_LIMIT:
+        raise ConfigurationError(f"{where}.maxCacheSeconds must be a whole number from 0 to {MAX_CACHE_SECONDS_LIMIT}")
+    acknowledges = entry.get("acknowledges", "instance")
+    if not isinstance(acknowledges, str) or acknowledges.strip().lower() not in ACK_SCOPES:
+        raise ConfigurationError(f"{where}.acknowledges must be one of {sorted(ACK_SCOPES)}")
     return Consumer(
-        name=name, url=url.strip(), auth=auth, audience=audience, hmac_secret=hmac_secret, hmac_vault=hmac_vault
+        name=name, url=url.strip(), auth=auth, audience=audience, hmac_secret=hmac_secret, hmac_vault=hmac_vault,
+        max_cache_seconds=max_cache, acknowledges=acknowledges.strip().lower(),
     )
 
 

@@ -892,9 +892,20 @@ class RotationEngine:
         n_acked, _, n_total = tags.get(Tag.ACKS, "0/0").partition("/")
         # With no consumer configured nobody can acknowledge: only the grace period retires.
         everyone_acked = n_total.isdigit() and int(n_total) > 0 and n_acked == n_total and not tags.get(Tag.PENDING)
+        # Replica safety: a ping reaches one instance. Until each consumer's
+        # maximum cache age has passed, some instance may still use the old
+        # value, unless its acknowledgement covered every instance.
+        consumers = list(self._consumers_for(version.properties.name, policy.consumers_tag))
+        cache_all = timedelta(seconds=max((c.max_cache_seconds for c in consumers), default=0))
+        cache_unconfirmed = timedelta(
+            seconds=max((c.max_cache_seconds for c in consumers if c.acknowledges != "service"), default=0)
+        )
         if self._settings.retire_when == "acknowledged_or_grace" and everyone_acked:
-            return True, "every consumer acknowledged"
-        deadline = rotated_at + max(grace, overlap)
+            if now >= rotated_at + cache_unconfirmed:
+                return True, "every consumer acknowledged"
+            until = (rotated_at + cache_unconfirmed).isoformat()
+            return False, f"acknowledged per instance; retirement waits for the consumers' cache age until {until}"
+        deadline = rotated_at + max(grace, overlap, cache_all)
         if now >= deadline:
             return True, "grace period ended"
         return False, f"retirement waits for acknowledgements or the grace period until {deadline.isoformat()}"

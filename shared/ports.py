@@ -85,6 +85,10 @@ class Consumer:
     audience: str | None = None  # for entra
     hmac_secret: str | None = None  # name of the Key Vault secret holding the HMAC key
     hmac_vault: str | None = None  # the allowed vault holding it (None: the notifier's default reader)
+    # How long an instance may serve a cached value; retirement waits this long
+    # after the commit unless the acknowledgement covers every instance.
+    max_cache_seconds: int = 3600
+    acknowledges: str = "instance"  # "instance" | "service" (the service fans out and confirms every instance)
 
 
 @dataclass(frozen=True)

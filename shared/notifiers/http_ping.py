@@ -19,13 +19,21 @@ Why it looks the way it does:
 * Transient failures (timeouts, connection errors, 5xx, 429) are retried with
   jittered exponential backoff by ``stamina``; other answers are final because
   repeating the same request will get the same answer.
-* HMAC signing covers ``timestamp + "." + body`` so a captured ping cannot be
-  replayed later (consumers reject stale timestamps) nor altered.
+* ``hmac`` consumers get a `Standard Webhooks <https://www.standardwebhooks.com>`_
+  signature: ``webhook-id`` (the rotation id, the same on every retry, so a
+  consumer de-duplicates on it), ``webhook-timestamp`` and ``webhook-signature:
+  v1,<base64 HMAC-SHA256 of id.timestamp.body>``, keyed with a ``whsec_``
+  secret kept in Key Vault. Consumers verify with the maintained
+  ``standardwebhooks`` packages (PyPI, npm) instead of hand-written HMAC code;
+  the timestamp is signed, so a captured ping cannot be replayed later
+  (consumers reject stale timestamps) nor altered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -42,9 +50,15 @@ from azure.core.credentials import AccessToken
 from shared.ports import Consumer, ConsumerResult, NotifyResult, RotatedNotice, SecretReader
 from shared.settings import Settings
 
-SIGNATURE_HEADER = "X-Rotation-Signature"
-TIMESTAMP_HEADER = "X-Rotation-Timestamp"
+# Standard Webhooks headers (lowercase as in the specification).
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
 ROTATION_ID_HEADER = "X-Rotation-Id"
+WHSEC_PREFIX = "whsec_"
+# The specification asks for signing keys of 24 to 64 bytes.
+MIN_KEY_BYTES = 24
+MAX_KEY_BYTES = 64
 USER_AGENT = "secret-rotation-notifier/1"
 MAX_ANSWER_BYTES = 64 * 1024
 
@@ -109,7 +123,11 @@ class _HmacKeys:
             secret = await reader.get(secret_name)
         except Exception as exc:
             raise _AuthUnavailable(f"could not read HMAC key secret {secret_name!r} ({type(exc).__name__})") from exc
-        return secret.value.encode("utf-8")
+        try:
+            return whsec_key(secret.value)
+        except ValueError as exc:
+            # The reason never quotes the value: it is the key.
+            raise _AuthUnavailable(f"HMAC key secret {secret_name!r} {exc}") from None
 
     def close(self) -> None:
         for task in self._reads.values():
@@ -146,14 +164,36 @@ def iso8601(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def sign(key: bytes, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex>`` of HMAC-SHA256 over ``timestamp + "." + body``.
+def whsec_key(value: str) -> bytes:
+    """The signing key of a Standard Webhooks secret ``whsec_<base64>``.
 
-    Including the timestamp binds the signature to the moment of sending, so
-    the consumer's freshness check cannot be bypassed by replaying a body.
+    Raises ValueError (whose message never contains the value) when the
+    value is not in that form or the key is not 24 to 64 bytes long.
     """
-    mac = hmac.new(key, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+    text = value.strip()
+    if not text.startswith(WHSEC_PREFIX):
+        raise ValueError("is not a Standard Webhooks key (expected whsec_<base64>)")
+    encoded = text[len(WHSEC_PREFIX) :]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not a Standard Webhooks key (the part after whsec_ is not base64)") from None
+    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        raise ValueError(f"must hold a key of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value: ``v1,<base64>``.
+
+    HMAC-SHA256 over ``msg_id + "." + timestamp + "." + body``. Including the
+    id and timestamp binds the signature to this rotation and to the moment
+    of sending, so the consumer's freshness check cannot be bypassed by
+    replaying a body, nor a body moved to another rotation id.
+    """
+    material = msg_id.encode("utf-8") + b"." + timestamp.encode("ascii") + b"." + body
+    mac = hmac.new(key, material, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
 
 
 class HttpPingNotifier:
@@ -306,6 +346,17 @@ class HttpPingNotifier:
                 attempts=attempts,
                 error=f"version mismatch: consumer uses {reported!r}, expected {notice.version!r}",
             )
+        if consumer.acknowledges == "service" and _reported_coverage(answer) != "service":
+            # The catalog promises service-wide acknowledgements: one that does not
+            # say so may come from a single replica, so it cannot retire anything early.
+            return ConsumerResult(
+                consumer=consumer.name,
+                ok=False,
+                status=status,
+                acknowledged_version=reported,
+                attempts=attempts,
+                error='acknowledgement does not cover every instance (no "coverage": "service")',
+            )
         return ConsumerResult(
             consumer=consumer.name,
             ok=True,
@@ -322,8 +373,9 @@ class HttpPingNotifier:
                 raise _AuthUnavailable("consumer uses hmac but names no hmacSecret")
             key = await keys.get(consumer.hmac_secret, consumer.hmac_vault)
             timestamp = str(int(time.time()))
-            headers[TIMESTAMP_HEADER] = timestamp
-            headers[SIGNATURE_HEADER] = sign(key, timestamp, body)
+            headers[WEBHOOK_ID_HEADER] = notice.rotation_id
+            headers[WEBHOOK_TIMESTAMP_HEADER] = timestamp
+            headers[WEBHOOK_SIGNATURE_HEADER] = sign(key, notice.rotation_id, timestamp, body)
         elif consumer.auth == "entra":
             if not consumer.audience:
                 raise _AuthUnavailable("consumer uses entra but names no audience")
@@ -383,6 +435,16 @@ def _reported_version(answer: bytes) -> str | None:
         if isinstance(version, str) and version:
             return version
     return None
+
+
+def _reported_coverage(answer: bytes) -> str | None:
+    """``"service"`` when the consumer says every live instance uses the new version."""
+    try:
+        parsed = json.loads(answer) if answer.strip() else None
+    except ValueError:
+        return None
+    coverage = parsed.get("coverage") if isinstance(parsed, dict) else None
+    return coverage if isinstance(coverage, str) else None
 
 
 def _retry_after(raw: str | None) -> float | None:

@@ -3,7 +3,9 @@
 Nothing outside the vault holds the value, so apply has nothing to do and
 verify checks the value is what the policy asked for. Options:
 ``length`` (bytes for encoded keys, characters for text; default 32),
-``encoding`` (``base64url`` default, ``base64``, ``hex``, ``text``) and, for
+``encoding`` (``base64url`` default, ``base64``, ``hex``, ``text``, or
+``whsec``: a Standard Webhooks signing key ``whsec_<base64>`` of 24 to 64
+bytes, the form the refresh pings' ``hmacSecret`` must have) and, for
 ``text``, ``alphabet`` (``alnum`` default, ``alnum-symbols``, ``hex``).
 
 Whatever the options say, a value with less than 128 bits of entropy is
@@ -28,7 +30,9 @@ ALPHABETS = {
     "alnum-symbols": string.ascii_letters + string.digits + "-_.~!*@#%^+=",
     "hex": "0123456789abcdef",
 }
-ENCODINGS = ("base64url", "base64", "hex", "text")
+ENCODINGS = ("base64url", "base64", "hex", "text", "whsec")
+WHSEC_PREFIX = "whsec_"
+WHSEC_BYTES = (24, 64)  # the Standard Webhooks specification's key sizes
 MIN_LENGTH = 16
 MAX_LENGTH = 4096
 MIN_ENTROPY_BITS = 128
@@ -50,6 +54,8 @@ def entropy_bits(options: dict[str, str]) -> float:
     encoding = options.get("encoding", "base64url")
     if encoding not in ENCODINGS:
         raise ConfigurationError(f"option encoding must be one of {ENCODINGS}")
+    if encoding == "whsec" and not WHSEC_BYTES[0] <= length <= WHSEC_BYTES[1]:
+        raise ConfigurationError(f"option length must be {WHSEC_BYTES[0]} to {WHSEC_BYTES[1]} for encoding whsec")
     if encoding != "text":
         return length * 8.0
     alphabet = ALPHABETS.get(options.get("alphabet", "alnum"))
@@ -77,6 +83,8 @@ def generate(options: dict[str, str] | None = None) -> str:
         return base64.b64encode(raw).decode()
     if encoding == "hex":
         return raw.hex()
+    if encoding == "whsec":
+        return WHSEC_PREFIX + base64.b64encode(raw).decode()
     raise ConfigurationError(f"option encoding must be one of {ENCODINGS}")
 
 
@@ -87,6 +95,10 @@ def decoded_length(value: str, encoding: str) -> int:
         return len(base64.b64decode(value, validate=True))
     if encoding == "hex":
         return len(bytes.fromhex(value))
+    if encoding == "whsec":
+        if not value.startswith(WHSEC_PREFIX):
+            raise ValueError("not a whsec_ key")
+        return len(base64.b64decode(value[len(WHSEC_PREFIX) :], validate=True))
     return len(value)
 
 

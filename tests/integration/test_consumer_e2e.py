@@ -27,7 +27,7 @@ from shared.rotators.jwt_key import b64url_decode
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import redis_can_auth, setup_redis
 from tests.support import leakscan
-from tests.support.consumer_app import ConsumerApp, ConsumerServer
+from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
 from tests.support.eventgrid_sink import EventGridSink
 from tests.support.services import RedisServer
 
@@ -52,7 +52,7 @@ async def sink(kv_ca: trustme.CA) -> AsyncIterator[EventGridSink]:
 
 @pytest.fixture
 async def consumer(emulator: KeyVaultEmulator) -> AsyncIterator[tuple[ConsumerApp, ConsumerServer]]:
-    hmac_key = secrets.token_urlsafe(32)
+    hmac_key = new_webhook_key()
     emulator.put("consumer-hmac-key", hmac_key)
     app = ConsumerApp(sdk_reader(emulator), secret_name="redis-password", hmac_key=hmac_key)
     with ConsumerServer(app) as server:
@@ -62,7 +62,8 @@ async def consumer(emulator: KeyVaultEmulator) -> AsyncIterator[tuple[ConsumerAp
 
 def consumer_settings(emu: KeyVaultEmulator, azurite: Any, server: ConsumerServer, secret: str,
                       sink: EventGridSink | None = None, **more: Any) -> Any:
-    consumers = {"consumers": {"backend": {"url": server.url, "auth": "hmac", "hmacSecret": "consumer-hmac-key"}},
+    consumers = {"consumers": {"backend": {"url": server.url, "auth": "hmac", "hmacSecret": "consumer-hmac-key",
+                                           "acknowledges": "service"}},
                  "secrets": {secret: ["backend"]}}
     extra: dict[str, Any] = {"consumers": consumers, "ping_timeout_seconds": 2.0, "ping_attempts": 2}
     if sink is not None:
@@ -131,7 +132,7 @@ async def test_without_the_ping_the_consumer_keeps_the_old_value_and_the_old_cre
 
 async def test_jwt_consumer_verifies_tokens_signed_with_the_new_key_after_the_ping(
         emulator: KeyVaultEmulator, azurite: Any) -> None:
-    hmac_key = secrets.token_urlsafe(32)
+    hmac_key = new_webhook_key()
     emulator.put("consumer-hmac-key", hmac_key)
     old_key = secrets.token_urlsafe(48)
     leakscan.register([old_key])

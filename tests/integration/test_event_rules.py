@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +25,7 @@ from shared.container import Container, set_container
 from tests.conftest import VAULT, make_settings
 from tests.integration.test_bad_input_events import worker_event
 from tests.integration.test_vertical_slice import near_expiry_event
-from tests.support.consumer_app import ConsumerApp, ConsumerServer
+from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
 
 NAME = "jwt-signing-key"
 
@@ -138,7 +137,7 @@ async def test_a_version_in_upper_case_is_the_same_version(emulator: KeyVaultEmu
 
 @pytest.fixture
 async def hmac_consumer(emulator: KeyVaultEmulator) -> AsyncIterator[tuple[ConsumerApp, ConsumerServer]]:
-    hmac_key = secrets.token_urlsafe(32)
+    hmac_key = new_webhook_key()  # Standard Webhooks key (whsec_...)
     emulator.put("consumer-hmac-key", hmac_key)
     client = emulator.secret_client()
 

@@ -18,9 +18,9 @@ Event Grid sink reuses it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import base64
 import json
+import os
 import socket
 import tempfile
 import threading
@@ -34,6 +34,7 @@ from typing import Any, Self
 
 import trustme
 import uvicorn
+from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,8 +43,14 @@ from starlette.routing import Route
 from tests.support import leakscan
 
 REFRESH_PATH = "/internal/secrets/refresh"
-SIGNATURE_HEADER = "x-rotation-signature"
-TIMESTAMP_HEADER = "x-rotation-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+
+
+
+def new_webhook_key(size: int = 32) -> str:
+    """A fresh Standard Webhooks signing key in its ``whsec_<base64>`` form."""
+    return "whsec_" + base64.b64encode(os.urandom(size)).decode("ascii")
+
 
 ReadSecret = Callable[[str], Awaitable[tuple[str, str]]]
 
@@ -56,8 +63,11 @@ class ServerThread:
     thread starts, so the port is known and never raced for.
     """
 
-    def __init__(self, app: Any, *, tls: trustme.LeafCert | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: Any, *, tls: trustme.LeafCert | None = None, host: str = "127.0.0.1", lifespan: str = "off"
+    ) -> None:
         self._app = app
+        self._lifespan = lifespan
         self._tls = tls
         self.host = host
         self._server: uvicorn.Server | None = None
@@ -91,7 +101,7 @@ class ServerThread:
             self._app,
             log_config=None,  # uvicorn's dictConfig would close every handler, the leak scan's included
             log_level="warning",
-            lifespan="off",
+            lifespan=self._lifespan,  # "on": the app's clients live and close in the server's own loop
             access_log=False,
             timeout_graceful_shutdown=1,
             backlog=512,
@@ -167,10 +177,13 @@ class _Cached:
 class ConsumerApp:
     """Behaves like a consumer's refresh endpoint; see the module docstring.
 
-    ``hmac_key`` is the shared key (the consumer would read it from Key
-    Vault too); ``bearer_tokens`` are the tokens it accepts (standing in for
-    real JWT validation). With neither, pings are accepted unauthenticated
-    only if ``allow_anonymous`` is set.
+    ``hmac_key`` is the shared ``whsec_`` key (the consumer would read it
+    from Key Vault too); signed pings are verified with the maintained
+    ``standardwebhooks`` package, exactly as a real consumer does, so the
+    notifier is held to the Standard Webhooks specification and not to our
+    own reading of it. ``bearer_tokens`` are the tokens it accepts (standing
+    in for real JWT validation). With neither, pings are accepted
+    unauthenticated only if ``allow_anonymous`` is set.
     """
 
     def __init__(
@@ -182,20 +195,23 @@ class ConsumerApp:
         bearer_tokens: Collection[str] = (),
         allow_anonymous: bool = False,
         cache_seconds: float = 3600.0,
-        max_clock_skew_seconds: float = 300.0,
+        coverage: str | None = "service",
     ) -> None:
         self._read_secret = read_secret
         self.secret_name = secret_name
-        self._hmac_key = hmac_key.encode("utf-8") if hmac_key is not None else None
+        self._webhook = Webhook(hmac_key) if hmac_key is not None else None
         self._bearer_tokens = frozenset(bearer_tokens)
         self._allow_anonymous = allow_anonymous
         self._cache_seconds = cache_seconds
-        self._max_skew = max_clock_skew_seconds
+        # One process is the whole service, so its acknowledgement covers every instance.
+        self.coverage = coverage
         self._cache: _Cached | None = None
         self._lock = threading.Lock()
         self._pings: list[ReceivedPing] = []
         self._fail_queue: deque[int] = deque()
         self.delay_seconds = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0  # most pings held in their delay at once: proof of concurrency, not a timing
         self.down = False
         self.reads = 0
         self.app = Starlette(
@@ -258,7 +274,14 @@ class ConsumerApp:
             self._pings.append(ping)
             failure = self._fail_queue.popleft() if self._fail_queue else None
         if self.delay_seconds:
-            await asyncio.sleep(self.delay_seconds)
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay_seconds)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
         if self.down:
             return self._answer(ping, Response("down", status_code=503))
         if failure is not None:
@@ -274,7 +297,8 @@ class ConsumerApp:
             return self._answer(ping, JSONResponse({"error": "not my secret"}, status_code=404))
         self.clear_cache()
         _, version = await self.secret()
-        return self._answer(ping, JSONResponse({"version": version}))
+        answer = {"version": version} if self.coverage is None else {"version": version, "coverage": self.coverage}
+        return self._answer(ping, JSONResponse(answer))
 
     async def _version(self, request: Request) -> Response:
         return JSONResponse({"version": self.cached_version})
@@ -291,18 +315,20 @@ class ConsumerApp:
         signature = ping.headers.get(SIGNATURE_HEADER)
         authorization = ping.headers.get("authorization", "")
         if signature is not None:
-            return "hmac", self._verify_hmac(signature, ping.headers.get(TIMESTAMP_HEADER), ping.raw_body)
+            return "hmac", self._verify_webhook(ping)
         if authorization.lower().startswith("bearer "):
             return "bearer", authorization[7:].strip() in self._bearer_tokens
         return "none", self._allow_anonymous
 
-    def _verify_hmac(self, signature: str, timestamp: str | None, body: bytes) -> bool:
-        if self._hmac_key is None or timestamp is None or not timestamp.isdigit():
+    def _verify_webhook(self, ping: ReceivedPing) -> bool:
+        """Standard Webhooks verification (signature and 5-minute freshness)."""
+        if self._webhook is None:
             return False
-        if abs(time.time() - int(timestamp)) > self._max_skew:
+        try:
+            self._webhook.verify(ping.raw_body, ping.headers, json_parse=False)
+        except Exception:  # the package raises several kinds for malformed headers
             return False
-        expected = "sha256=" + hmac.new(self._hmac_key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected, signature)
+        return True
 
 
 class ConsumerServer(ServerThread):

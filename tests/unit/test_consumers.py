@@ -217,3 +217,26 @@ def test_settings_from_env_feed_the_resolver() -> None:
 
     settings = Settings.from_env({"ROTATION_CONSUMERS": json.dumps(CONFIG)})
     assert names(resolve_consumers(settings.consumers, "jwt-signing-key", "+audit")) == ["bridge", "backend", "audit"]
+
+
+def test_replica_fields_default_to_a_one_hour_cache_acknowledged_per_instance() -> None:
+    bridge, _ = resolve_consumers(CONFIG, "jwt-signing-key", None)
+    assert (bridge.max_cache_seconds, bridge.acknowledges) == (3600, "instance")
+    raw = config(bridge={"url": "https://b/r", "auth": "none", "maxCacheSeconds": 120, "acknowledges": "Service"})
+    bridge, _ = resolve_consumers(raw, "jwt-signing-key", None)
+    assert (bridge.max_cache_seconds, bridge.acknowledges) == (120, "service")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("maxCacheSeconds", -1, "maxCacheSeconds must be a whole number from 0 to 86400"),
+        ("maxCacheSeconds", 86401, "maxCacheSeconds must be a whole number from 0 to 86400"),
+        ("maxCacheSeconds", "60", "maxCacheSeconds must be a whole number from 0 to 86400"),
+        ("maxCacheSeconds", True, "maxCacheSeconds must be a whole number from 0 to 86400"),
+        ("acknowledges", "all", "acknowledges must be one of ['instance', 'service']"),
+    ],
+)
+def test_bad_replica_fields_are_configuration_errors(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_consumers(config(audit={"url": "https://a/r", "auth": "none", field: value}))

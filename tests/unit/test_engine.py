@@ -146,7 +146,8 @@ async def test_lost_lease_before_commit_writes_nothing() -> None:
 async def test_retirement_waits_for_acknowledgement_and_happens_when_all_consumers_acknowledged() -> None:
     store = FakeStore()
     store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
-    consumers = [Consumer("backend", "https://b/refresh"), Consumer("bridge", "https://c/refresh")]
+    consumers = [Consumer("backend", "https://b/refresh", acknowledges="service"),
+                 Consumer("bridge", "https://c/refresh", acknowledges="service")]
     outcome = await make_engine(store, notifier=RecordingNotifier(ok=[True, False]), consumers=consumers).run(
         event(store, "session-encryption-key"))
     assert outcome.state == "notified"
@@ -157,6 +158,36 @@ async def test_retirement_waits_for_acknowledgement_and_happens_when_all_consume
         "kv-test", "session-encryption-key")
     assert again.state == "retired"
     assert len(store.versions["session-encryption-key"]) == 2
+
+
+async def test_an_acknowledgement_from_one_instance_retires_only_after_the_consumers_cache_age() -> None:
+    """A ping reaches one replica; the others may serve their cached copy for up to maxCacheSeconds."""
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    clock = Clock()
+    consumers = [Consumer("backend", "https://b/refresh", max_cache_seconds=600),
+                 Consumer("bridge", "https://c/refresh", max_cache_seconds=300, acknowledges="service")]
+    engine = make_engine(store, clock=clock, notifier=RecordingNotifier(ok=True), consumers=consumers)
+    outcome = await engine.run(event(store, "session-encryption-key"))
+    assert outcome.state == "notified" and "cache age" in outcome.reason
+    clock.now = NOW + timedelta(seconds=599)
+    assert (await engine.complete_pending("kv-test", "session-encryption-key")).state == "notified"
+    clock.now = NOW + timedelta(seconds=600)
+    assert (await engine.complete_pending("kv-test", "session-encryption-key")).state == "retired"
+
+
+async def test_the_grace_period_never_retires_before_the_longest_cache_age() -> None:
+    store = FakeStore()
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=30))
+    clock = Clock()
+    consumers = [Consumer("backend", "https://b/refresh", max_cache_seconds=7200, acknowledges="service")]
+    engine = make_engine(store, clock=clock, notifier=RecordingNotifier(ok=False), consumers=consumers,
+                         grace_hours=1.0)
+    await engine.run(event(store, "session-encryption-key"))
+    clock.now = NOW + timedelta(hours=1, seconds=1)
+    assert (await engine.complete_pending("kv-test", "session-encryption-key")).state == "notified"
+    clock.now = NOW + timedelta(hours=2)
+    assert (await engine.complete_pending("kv-test", "session-encryption-key")).state == "retired"
 
 
 async def test_without_consumers_retirement_waits_for_the_grace_period() -> None:

@@ -164,3 +164,25 @@ def test_due_rules() -> None:
     assert policy.is_due(props(NOW + timedelta(days=29)), NOW, 30)[0] is True
     assert policy.is_due(props(NOW - timedelta(days=1)), NOW, 30) == (True, "current version has expired")
     assert policy.is_due(props(None), NOW, 30) == (True, "managed secret has no expiry")
+
+
+async def test_random_rotator_makes_standard_webhooks_keys_the_notifier_accepts() -> None:
+    """encoding=whsec rotates a ping key (hmacSecret) into the form the notifier and the kits require."""
+    from datetime import UTC, datetime
+
+    from shared.errors import ConfigurationError
+    from shared.notifiers.http_ping import whsec_key
+    from shared.rotators.base import RotationContext
+    from shared.rotators.random_secret import RandomRotator, generate
+
+    value = generate({"encoding": "whsec"})
+    assert value.startswith("whsec_") and len(whsec_key(value)) == 32
+    ctx = RotationContext(vault="kv", secret_name="backend-refresh-hmac-key", rotation_id="r", now=datetime.now(UTC),
+                          current=None, options={"encoding": "whsec", "length": "48"}, secrets=None)
+    new = await RandomRotator().create(ctx)
+    await RandomRotator().verify(ctx, new)
+    assert len(whsec_key(new.value)) == 48
+    import pytest
+
+    with pytest.raises(ConfigurationError, match="24 to 64"):
+        generate({"encoding": "whsec", "length": "16"})

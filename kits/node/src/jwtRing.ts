@@ -1,0 +1,164 @@
+/**
+ * A JWT key ring that follows rotations: sign with the current key, verify with
+ * the current key or any still-enabled previous version.
+ *
+ * - `format: "raw"`: a base64url HMAC key (HS256); verification tries each key.
+ * - `format: "jwks"`: a JSON Web Key Set whose first key signs; verification
+ *   picks the key by `kid` across the enabled versions' sets.
+ *
+ * A token no known key verifies triggers one rate-limited reload (another
+ * replica may already sign with a newer key). `publicJwks()` is built from
+ * each key's public KeyObject, so no private member can be exported.
+ */
+import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject, type JsonWebKey } from "node:crypto";
+import jwt from "jsonwebtoken";
+import { TokenInvalid } from "./errors";
+import type { CachedSecretClient } from "./secrets";
+
+interface RingKey {
+  kid?: string;
+  alg: jwt.Algorithm;
+  signing: KeyObject;
+  verifying: KeyObject;
+  version: string;
+}
+
+export interface JwtKeyRingOptions {
+  format?: "raw" | "jwks";
+  keyEncoding?: "base64url" | "utf8";
+  maxVersions?: number;
+  ttlMs?: number;
+  reloadIntervalMs?: number;
+}
+
+export class JwtKeyRing {
+  private keys: RingKey[] = [];
+  private loadedAt = -Infinity;
+  private failureReloadAt = -Infinity;
+  private loading: Promise<void> | undefined;
+  private readonly format: "raw" | "jwks";
+
+  constructor(
+    private readonly secrets: CachedSecretClient,
+    private readonly secretName = "jwt-signing-key",
+    private readonly options: JwtKeyRingOptions = {},
+  ) {
+    this.format = options.format ?? "raw";
+  }
+
+  /** A token signed with the current key (`kid` set for JWKS keys). */
+  async sign(claims: object, options: Omit<jwt.SignOptions, "algorithm" | "keyid"> = {}): Promise<string> {
+    const [current] = await this.ring();
+    return jwt.sign(claims, current.signing, {
+      ...options,
+      algorithm: current.alg,
+      ...(current.kid ? { keyid: current.kid } : {}),
+    });
+  }
+
+  /** The claims of a token signed by any still-enabled key; throws TokenInvalid. */
+  async verify(token: string, options: Omit<jwt.VerifyOptions, "algorithms" | "complete"> = {}): Promise<jwt.JwtPayload> {
+    const keys = await this.ring();
+    try {
+      return this.verifyWith(keys, token, options);
+    } catch (err) {
+      if (!(err instanceof TokenInvalid)) throw err;
+    }
+    if (this.keys === keys) {
+      // Nobody reloaded since our attempt: reload once (shared by concurrent failures), rate-limited.
+      if (!this.loading) {
+        if (performance.now() - this.failureReloadAt < (this.options.reloadIntervalMs ?? 5_000)) {
+          throw new TokenInvalid("no known key verifies the token");
+        }
+        this.failureReloadAt = performance.now();
+        this.secrets.invalidate(this.secretName);
+      }
+      await this.load();
+    }
+    return this.verifyWith(this.keys, token, options);
+  }
+
+  /** `{keys: [...]}` of the public keys (JWKS format only). */
+  async publicJwks(): Promise<{ keys: JsonWebKey[] }> {
+    if (this.format !== "jwks") throw new Error("a raw HMAC key ring has no public keys to publish");
+    const seen = new Set<string | undefined>();
+    const keys: JsonWebKey[] = [];
+    for (const key of await this.ring()) {
+      if (seen.has(key.kid)) continue;
+      seen.add(key.kid);
+      keys.push({ ...key.verifying.export({ format: "jwk" }), kid: key.kid, alg: key.alg, use: "sig" });
+    }
+    return { keys };
+  }
+
+  /** Re-read the ring now (call from the refresh endpoint's `onRefreshed`). */
+  async reload(): Promise<void> {
+    await this.load();
+  }
+
+  private verifyWith(keys: RingKey[], token: string, options: jwt.VerifyOptions): jwt.JwtPayload {
+    const decoded = jwt.decode(token, { complete: true });
+    if (!decoded) throw new TokenInvalid("malformed token");
+    const { alg, kid } = decoded.header;
+    const candidates =
+      this.format === "jwks" ? keys.filter((k) => k.kid !== undefined && k.kid === kid && k.alg === alg) : alg === "HS256" ? keys : [];
+    for (const key of candidates) {
+      try {
+        const claims = jwt.verify(token, key.verifying, { ...options, algorithms: [key.alg] });
+        if (typeof claims === "string") throw new TokenInvalid("token payload is not an object");
+        return claims;
+      } catch (err) {
+        if (err instanceof jwt.TokenExpiredError) throw new TokenInvalid("token expired");
+        if (err instanceof jwt.JsonWebTokenError && err.message === "invalid signature") continue;
+        throw new TokenInvalid(`token rejected (${(err as Error).name})`);
+      }
+    }
+    throw new TokenInvalid("no known key verifies the token");
+  }
+
+  private async ring(): Promise<RingKey[]> {
+    if (!this.keys.length || performance.now() - this.loadedAt >= (this.options.ttlMs ?? 300_000)) await this.load();
+    return this.keys;
+  }
+
+  private load(): Promise<void> {
+    this.loading ??= this.doLoad().finally(() => (this.loading = undefined));
+    return this.loading;
+  }
+
+  private async doLoad(): Promise<void> {
+    const versions = await this.secrets.enabledVersions(this.secretName, this.options.maxVersions ?? 3);
+    const keys: RingKey[] = [];
+    for (const secret of versions) {
+      if (this.format === "raw") {
+        const raw =
+          (this.options.keyEncoding ?? "base64url") === "utf8"
+            ? Buffer.from(secret.value, "utf8")
+            : Buffer.from(secret.value, "base64url");
+        const key = createSecretKey(raw);
+        keys.push({ alg: "HS256", signing: key, verifying: key, version: secret.version });
+        continue;
+      }
+      let set: { keys?: unknown };
+      try {
+        set = JSON.parse(secret.value) as { keys?: unknown };
+      } catch {
+        throw new TokenInvalid("the signing key secret is not a JSON Web Key Set");
+      }
+      for (const item of Array.isArray(set.keys) ? set.keys : []) {
+        const jwk = item as JsonWebKey & { kid?: string; alg?: string };
+        const privateKey = createPrivateKey({ key: jwk, format: "jwk" });
+        keys.push({
+          kid: jwk.kid,
+          alg: (jwk.alg ?? "RS256") as jwt.Algorithm,
+          signing: privateKey,
+          verifying: createPublicKey(privateKey),
+          version: secret.version,
+        });
+      }
+    }
+    if (!keys.length) throw new TokenInvalid("the key ring is empty");
+    this.keys = keys;
+    this.loadedAt = performance.now();
+  }
+}

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { test } from "node:test";
+import pg from "pg";
+import { createClient } from "redis";
+import { SelfHealingRedis, connectPostgres } from "../src";
+import { cachedClient, env, put, unique } from "./env";
+
+const pgUri = (user: string, password: string, db = "postgres") =>
+  `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${env("PG_HOST")}:${env("PG_PORT")}/${db}`;
+
+async function admin<T>(work: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: pgUri(env("PG_ADMIN_USER"), env("PG_ADMIN_PASSWORD")) });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+const password = () => randomBytes(18).toString("base64url");
+
+test("node-postgres connection heals once after the cached password was retired", async () => {
+  const role = `kitnode_${randomBytes(4).toString("hex")}`;
+  const [oldPw, newPw] = [password(), password()];
+  await admin((c) => c.query(`CREATE ROLE ${role} LOGIN PASSWORD '${oldPw}'`));
+  const name = unique("database-connection-string");
+  // libpq key=value form, as the rotator writes it.
+  await put(name, `host=${env("PG_HOST")} port=${env("PG_PORT")} user=${role} password=${oldPw} dbname=postgres`);
+  const secrets = cachedClient();
+  await (await connectPostgres(secrets, name)).end();
+  await put(name, `host=${env("PG_HOST")} port=${env("PG_PORT")} user=${role} password=${newPw} dbname=postgres`);
+  await admin((c) => c.query(`ALTER ROLE ${role} PASSWORD '${newPw}'`)); // retired; the ping was missed
+  const reads = secrets.reads;
+  const clients = await Promise.all(Array.from({ length: 5 }, () => connectPostgres(secrets, name)));
+  for (const client of clients) {
+    assert.equal((await client.query("SELECT current_user AS u")).rows[0].u, role);
+    await client.end();
+  }
+  assert.equal(secrets.reads, reads + 1, "a burst of failures costs one Key Vault read");
+  // Not a credential problem: no re-read.
+  await put(name, pgUri(role, newPw, "no_such_db"));
+  secrets.invalidate(name);
+  const before = secrets.reads;
+  await assert.rejects(connectPostgres(secrets, name), /no_such_db/);
+  assert.equal(secrets.reads, before + 1);
+});
+
+test("node-redis client heals once after the cached password was retired", async () => {
+  const adminClient = createClient({
+    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+    username: env("REDIS_ADMIN_USER"),
+    password: env("REDIS_ADMIN_PASSWORD"),
+  });
+  await adminClient.connect();
+  const user = `kitnode-${randomBytes(4).toString("hex")}`;
+  const [oldPw, newPw] = [password(), password()];
+  await adminClient.sendCommand(["ACL", "SETUSER", user, "on", `>${oldPw}`, "~*", "+@all"]);
+  const name = unique("redis-password");
+  await put(name, oldPw);
+  const secrets = cachedClient();
+  const healing = new SelfHealingRedis(secrets, name, {
+    username: user,
+    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+  });
+  try {
+    assert.equal(await healing.run((r) => r.ping()), "PONG");
+    await put(name, newPw);
+    await adminClient.sendCommand(["ACL", "SETUSER", user, "resetpass", `>${newPw}`]);
+    await adminClient.sendCommand(["CLIENT", "KILL", "USER", user]); // new connections must authenticate
+    assert.equal(await healing.run((r) => r.set("kit-node-key", "1")), "OK");
+    assert.equal(healing.heals, 1);
+  } finally {
+    await healing.close();
+    await adminClient.sendCommand(["ACL", "DELUSER", user]);
+    await adminClient.quit();
+  }
+});

@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { test } from "node:test";
+import jwt from "jsonwebtoken";
+import { JwtKeyRing, SecretNotFound, TokenInvalid } from "../src";
+import { cachedClient, put, sdkClient, unique } from "./env";
+
+test("getSecret is a drop-in that caches, with the version, and useCache=false reads through", async () => {
+  const name = unique("db");
+  const v1 = await put(name, "conninfo-v1");
+  const client = cachedClient();
+  assert.equal(await client.getSecret(name), "conninfo-v1");
+  const secret = await client.get(name);
+  assert.equal(secret.version, v1);
+  assert.ok(!JSON.stringify(secret).includes("conninfo-v1"), "the value is not enumerable");
+  await put(name, "conninfo-v2");
+  assert.equal(await client.getSecret(name), "conninfo-v1");
+  assert.equal(await client.getSecret(name, false), "conninfo-v2");
+  assert.equal(client.reads, 2);
+});
+
+test("TTL expiry re-reads; encryption-master-key is never cached", async () => {
+  let now = 0;
+  const client = cachedClient({ ttlMs: 60_000, now: () => now });
+  const name = unique("redis");
+  await put(name, "p1");
+  assert.equal(await client.getSecret(name), "p1");
+  await put(name, "p2");
+  now += 59_000;
+  assert.equal(await client.getSecret(name), "p1");
+  now += 2_000;
+  assert.equal(await client.getSecret(name), "p2");
+
+  await put("encryption-master-key", "mk");
+  const reads = client.reads;
+  await client.getSecret("encryption-master-key");
+  await client.getSecret("Encryption-Master-Key");
+  assert.equal(client.reads, reads + 2);
+});
+
+test("concurrent cold reads share one Key Vault read; invalidation is per secret", async () => {
+  const a = unique("a");
+  const b = unique("b");
+  await put(a, "a1");
+  await put(b, "b1");
+  const client = cachedClient();
+  const values = await Promise.all(Array.from({ length: 25 }, () => client.getSecret(a)));
+  assert.deepEqual(new Set(values), new Set(["a1"]));
+  assert.equal(client.reads, 1);
+  await client.get(b);
+  await put(a, "a2");
+  await put(b, "b2");
+  client.invalidate(a);
+  assert.equal(await client.getSecret(a), "a2");
+  assert.equal(await client.getSecret(b), "b1");
+  client.clearCache();
+  assert.equal(await client.getSecret(b), "b2");
+});
+
+test("previous is the newest older version still enabled; missing secrets raise SecretNotFound", async () => {
+  const name = unique("k");
+  await put(name, "ancient");
+  const v1 = await put(name, "v1");
+  await put(name, "v2");
+  const client = cachedClient();
+  assert.equal((await client.previous(name))?.version, v1);
+  assert.deepEqual((await client.enabledVersions(name)).map((v) => v.value), ["v2", "v1", "ancient"]);
+  await sdkClient().updateSecretProperties(name, v1, { enabled: false });
+  assert.deepEqual((await client.enabledVersions(name)).map((v) => v.value), ["v2", "ancient"]);
+  await assert.rejects(client.get(unique("missing")), SecretNotFound);
+});
+
+const claims = () => ({ sub: "user-1" });
+
+test("raw JWT ring verifies tokens of the previous key until it is disabled", async () => {
+  const name = unique("jwt");
+  const v1 = await put(name, randomBytes(64).toString("base64url"));
+  const client = cachedClient();
+  const ring = new JwtKeyRing(client, name, { reloadIntervalMs: 0 });
+  const before = await ring.sign(claims(), { expiresIn: 600 });
+  await put(name, randomBytes(64).toString("base64url"));
+  client.invalidate(name);
+  await ring.reload();
+  const after = await ring.sign(claims(), { expiresIn: 600 });
+  assert.equal((await ring.verify(before)).sub, "user-1");
+  assert.equal((await ring.verify(after)).sub, "user-1");
+  await sdkClient().updateSecretProperties(name, v1, { enabled: false });
+  client.invalidate(name);
+  await ring.reload();
+  await assert.rejects(ring.verify(before), TokenInvalid);
+  await assert.rejects(ring.verify(jwt.sign(claims(), "x".repeat(64), { algorithm: "HS256" })), TokenInvalid);
+});
+
+test("a stale replica reloads once to verify a token signed with a newer key", async () => {
+  const name = unique("jwt");
+  await put(name, randomBytes(64).toString("base64url"));
+  const stale = new JwtKeyRing(cachedClient(), name, { reloadIntervalMs: 0 });
+  await stale.sign(claims());
+  await put(name, randomBytes(64).toString("base64url"));
+  const fresh = new JwtKeyRing(cachedClient(), name);
+  assert.equal((await stale.verify(await fresh.sign(claims()))).sub, "user-1");
+});
+
+function privateJwk(kid: string, kind: "rsa" | "ec"): Record<string, unknown> {
+  const { privateKey } =
+    kind === "rsa"
+      ? generateKeyPairSync("rsa", { modulusLength: 2048 })
+      : generateKeyPairSync("ec", { namedCurve: "P-256" });
+  return { ...privateKey.export({ format: "jwk" }), kid, alg: kind === "rsa" ? "RS256" : "ES256", use: "sig" };
+}
+
+test("JWKS ring picks keys by kid and exports only public members", async () => {
+  const name = unique("jwks");
+  const first = privateJwk("k1", "rsa");
+  await put(name, JSON.stringify({ keys: [first] }));
+  const client = cachedClient();
+  const ring = new JwtKeyRing(client, name, { format: "jwks" });
+  const oldToken = await ring.sign(claims());
+  const second = privateJwk("k2", "ec");
+  await put(name, JSON.stringify({ keys: [second, first] }));
+  client.invalidate(name);
+  await ring.reload();
+  const newToken = await ring.sign(claims());
+  assert.equal(jwt.decode(newToken, { complete: true })?.header.kid, "k2");
+  assert.equal((await ring.verify(oldToken)).sub, "user-1");
+  assert.equal((await ring.verify(newToken)).sub, "user-1");
+  const published = await ring.publicJwks();
+  assert.deepEqual(published.keys.map((k) => (k as { kid?: string }).kid), ["k2", "k1"]);
+  for (const key of published.keys) {
+    for (const member of ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]) {
+      assert.ok(!(member in key), `public JWKS must not contain ${member}`);
+    }
+  }
+});

@@ -1,0 +1,166 @@
+"""Replica fan-out over Redis pub/sub: one ping, every instance refreshed, one acknowledgement for all.
+
+A ping reaches one instance behind the load balancer. With a :class:`RedisFanout`
+the refresh endpoint of that instance publishes the notice on the service's
+channel (Redis, which the services already use), every other live instance
+re-reads the secret and replies with the version it now uses, and the
+endpoint answers ``"coverage": "service"`` only when every live instance
+replied with the pinged version (503 otherwise, so the rotation app retries).
+
+Liveness: each instance refreshes its entry in a sorted set every
+``heartbeat_seconds`` (scored with the Redis server's clock, so instance
+clocks do not matter); an instance is live while its entry is younger than
+``live_seconds``. An instance that died stops counting after that window; one
+that is live but does not answer in ``timeout_seconds`` makes the
+acknowledgement wait (503) rather than be wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from keyvault_rotation_kit.healing import SelfHealingRedis
+from keyvault_rotation_kit.refresh import FanoutResult
+from keyvault_rotation_kit.secrets import CachedSecretClient, SecretValue
+
+
+class RedisFanout:
+    """See the module docstring. ``start()`` before serving, ``stop()`` on shutdown."""
+
+    def __init__(
+        self,
+        redis: SelfHealingRedis,
+        secrets: CachedSecretClient,
+        *,
+        service: str,
+        instance_id: str | None = None,
+        on_refreshed: Callable[[SecretValue], Awaitable[None]] | None = None,
+        heartbeat_seconds: float = 1.0,
+        live_seconds: float = 5.0,
+        timeout_seconds: float = 3.0,
+    ) -> None:
+        self._redis = redis
+        self._secrets = secrets
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self._on_refreshed = on_refreshed
+        self._heartbeat = heartbeat_seconds
+        self._live = live_seconds
+        self._timeout = timeout_seconds
+        self._channel = f"kv-rotation:{service}:refresh"
+        self._members = f"kv-rotation:{service}:instances"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Subscribe, then announce this instance (so it never counts as live before it can answer)."""
+        self._tasks.append(asyncio.create_task(self._listen(), name=f"fanout-listen-{self.instance_id}"))
+        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+        await self._beat()
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name=f"fanout-beat-{self.instance_id}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self._redis.run(lambda r: r.zrem(self._members, self.instance_id))
+
+    async def broadcast(self, secret_name: str, version: str, rotation_id: str) -> FanoutResult:
+        """Tell the siblings; return how many live instances (this one included) confirmed ``version``."""
+        client = await self._redis.client()
+        reply_channel = f"{self._channel}:reply:{uuid.uuid4().hex}"
+        confirmed = {self.instance_id}
+        async with client.pubsub() as replies:
+            await replies.subscribe(reply_channel)
+            live = await self._live_instances()
+            message = {"secretName": secret_name, "version": version, "rotationId": rotation_id,
+                       "origin": self.instance_id, "reply": reply_channel}
+            await self._redis.run(lambda r: r.publish(self._channel, json.dumps(message)))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._timeout
+            while not live <= confirmed and loop.time() < deadline:
+                got = await replies.get_message(ignore_subscribe_messages=True,
+                                                timeout=max(0.0, deadline - loop.time()))
+                if got is None:
+                    continue
+                try:
+                    answer = json.loads(got["data"])
+                except (ValueError, TypeError):
+                    continue
+                if isinstance(answer, dict) and answer.get("version") == version:
+                    confirmed.add(str(answer.get("instance")))
+        live.add(self.instance_id)
+        return FanoutResult(live=len(live), confirmed=len(live & confirmed))
+
+    # ------------------------------------------------------------ internals
+
+    async def _live_instances(self) -> set[str]:
+        async def query(r: Any) -> list[Any]:
+            seconds, micros = await r.time()
+            now = seconds + micros / 1e6
+            await r.zremrangebyscore(self._members, "-inf", now - 10 * self._live)
+            result: list[Any] = await r.zrangebyscore(self._members, now - self._live, "+inf")
+            return result
+
+        members = await self._redis.run(query)
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
+    async def _beat(self) -> None:
+        async def beat(r: Any) -> None:
+            seconds, micros = await r.time()
+            await r.zadd(self._members, {self.instance_id: seconds + micros / 1e6})
+
+        await self._redis.run(beat)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            with contextlib.suppress(Exception):  # a missed beat only makes this instance look dead for a while
+                await self._beat()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                client = await self._redis.client()
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._on_message(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Connection lost or the password rotated under us: rebuild and resubscribe.
+                with contextlib.suppress(Exception):
+                    await self._redis.run(lambda r: r.ping())  # heals a rotated password once
+                await asyncio.sleep(0.2)
+
+    async def _on_message(self, data: Any) -> None:
+        try:
+            notice = json.loads(data)
+            name, version, origin, reply = notice["secretName"], notice["version"], notice["origin"], notice["reply"]
+        except (ValueError, TypeError, KeyError):
+            return
+        if origin == self.instance_id or not str(reply).startswith(self._channel + ":reply:"):
+            return
+        if self._secrets.cached_version(name) != version:
+            try:
+                secret = await self._secrets.refresh(name)
+                if self._on_refreshed is not None:
+                    await self._on_refreshed(secret)
+            except Exception:
+                return  # no reply: the acknowledging instance answers 503 and the ping is retried
+            current = secret.version
+        else:
+            current = version
+        answer = json.dumps({"instance": self.instance_id, "version": current})
+        await self._redis.run(lambda r: r.publish(reply, answer))

@@ -1,0 +1,109 @@
+"""keyvault_rotation_kit's self-healing connections on real PostgreSQL and Redis.
+
+The scenario each test plays: the service cached the old credential, missed
+the ping, and the rotation app retired the old credential. The next
+connection fails authentication once, the helper re-reads the secret
+(bypassing the cache) and succeeds; errors that are not about credentials are
+never "healed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from keyvault_rotation_kit import CachedSecretClient, SelfHealingRedis, connect_postgres
+from psycopg import sql
+
+from kvemulator import KeyVaultEmulator
+from tests.support import leakscan
+from tests.support.services import PostgresServer, RedisServer
+
+
+@pytest.fixture
+async def client(emulator: KeyVaultEmulator) -> AsyncIterator[CachedSecretClient]:
+    async with CachedSecretClient(emulator.async_secret_client(retry_total=0)) as cached:
+        yield cached
+
+
+def password() -> str:
+    value = secrets.token_urlsafe(24)
+    leakscan.register([value])
+    return value
+
+
+def set_pg_password(server: PostgresServer, role: str, value: str, *, create: bool = False) -> None:
+    with psycopg.connect(server.admin_dsn, autocommit=True) as admin:
+        verb = "CREATE ROLE {} LOGIN PASSWORD {}" if create else "ALTER ROLE {} PASSWORD {}"
+        admin.execute(sql.SQL(verb).format(sql.Identifier(role), sql.Literal(value)))
+
+
+async def test_postgres_connection_heals_once_after_the_cached_password_was_retired(
+    emulator: KeyVaultEmulator, client: CachedSecretClient, postgres_server: PostgresServer
+) -> None:
+    role = f"kit_{uuid.uuid4().hex[:8]}"
+    old, new = password(), password()
+    set_pg_password(postgres_server, role, old, create=True)
+    emulator.put("database-connection-string", postgres_server.dsn(role, old))
+    conn = await connect_postgres(client, "database-connection-string")
+    await conn.close()  # the service cached the old conninfo
+
+    emulator.put("database-connection-string", postgres_server.dsn(role, new))
+    set_pg_password(postgres_server, role, new)  # rotated and retired; the ping was missed
+    reads = client.reads
+    conns = await asyncio.gather(*(connect_postgres(client, "database-connection-string") for _ in range(5)))
+    try:
+        for conn in conns:
+            cur = await conn.execute("SELECT current_user")
+            assert (await cur.fetchone()) == (role,)
+    finally:
+        for conn in conns:
+            await conn.close()
+    assert client.reads == reads + 1  # a burst of failures costs one Key Vault read
+
+
+async def test_postgres_errors_that_are_not_about_credentials_are_not_healed(
+    emulator: KeyVaultEmulator, client: CachedSecretClient, postgres_server: PostgresServer
+) -> None:
+    role = f"kit_{uuid.uuid4().hex[:8]}"
+    value = password()
+    set_pg_password(postgres_server, role, value, create=True)
+    emulator.put("database-connection-string", postgres_server.dsn(role, value, dbname="no_such_db"))
+    with pytest.raises(psycopg.OperationalError, match="no_such_db"):
+        await connect_postgres(client, "database-connection-string")
+    assert client.reads == 1
+
+
+async def test_redis_client_heals_once_after_the_cached_password_was_retired(
+    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_server: RedisServer
+) -> None:
+    user = f"kit-{uuid.uuid4().hex[:8]}"
+    old, new = password(), password()
+    admin = redis_server.client()
+    admin.execute_command("ACL", "SETUSER", user, "on", f">{old}", "~*", "+@all")
+    emulator.put("redis-password", old)
+    healing = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
+                               username=user)
+    try:
+        assert await healing.run(lambda r: r.ping())
+        emulator.put("redis-password", new)
+        admin.execute_command("ACL", "SETUSER", user, "resetpass", f">{new}")  # rotated and retired
+        admin.execute_command("CLIENT", "KILL", "USER", user)  # fresh connections must authenticate
+        assert await healing.run(lambda r: r.set("kit-key", "1"))
+        assert healing.heals == 1
+        # Not an authentication failure: propagates without a re-read.
+        reads = client.reads
+        admin.execute_command("ACL", "SETUSER", user, "-set")
+        from redis.exceptions import NoPermissionError
+
+        with pytest.raises(NoPermissionError):
+            await healing.run(lambda r: r.set("kit-key", "2"))
+        assert client.reads == reads and healing.heals == 1
+    finally:
+        await healing.aclose()
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
