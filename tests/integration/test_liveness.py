@@ -32,7 +32,7 @@ from tests.integration.rotation_harness import (
 )
 from tests.integration.test_consumer_e2e import sdk_reader
 from tests.support import leakscan
-from tests.support.consumer_app import ConsumerApp, ConsumerServer
+from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
 from tests.support.services import PostgresServer, RedisServer
 
 FAR = datetime.now(UTC) + timedelta(days=200)
@@ -57,7 +57,7 @@ def role_of(value: str) -> str:
 
 @pytest.fixture
 async def pinged(emulator: KeyVaultEmulator) -> AsyncIterator[tuple[ConsumerApp, ConsumerServer]]:
-    hmac_key = secrets.token_urlsafe(32)
+    hmac_key = new_webhook_key()
     emulator.put("consumer-hmac-key", hmac_key)
     app = ConsumerApp(sdk_reader(emulator), secret_name="drifting", hmac_key=hmac_key)
     with ConsumerServer(app) as server:
