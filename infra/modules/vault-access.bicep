@@ -11,6 +11,7 @@
 // | list secrets, read properties and tags | metadata reader (custom)    | the vault    |
 // | rotate a secret the file manages       | secret rotator (custom)     | that secret  |
 // | force a manual secret with a generator | secret rotator (custom)     | that secret  |
+// | a postgres secret's durable intent     | secret rotator (custom)     | <name>-rotation-intent |
 // | read an admin secret (adminSecrets)    | Key Vault Secrets User      | that secret  |
 // | read a consumer's HMAC key             | Key Vault Secrets User      | that secret  |
 // | rotate tag-managed secrets (opt-in)    | secret rotator (custom)     | the vault    |
@@ -91,6 +92,21 @@ module secretRotator 'secret-access.bicep' = [for entry in items(secretPolicies)
     functionPrincipalId: functionPrincipalId
     roleGuid: secretWriterRoleGuid
     purpose: 'rotate this secret (declared in rotation.json).'
+  }
+}]
+
+// A PostgreSQL rotation with no overlap (strategy single) first records its new value in the
+// companion secret <name>-rotation-intent (shared/engine.py, durable intent), so whoever runs
+// next can finish it. Granted for every postgres secret: the strategy lives on the target, and
+// the companion name is only ever written by the app.
+module intentWriter 'secret-access.bicep' = [for entry in items(secretPolicies): if(toLower(entry.value.rotator) == 'postgres') {
+  name: 'intent-${uniqueString(vaultName, toLower(entry.key), 'intent')}'
+  params: {
+    vaultName: vault.name
+    secretName: '${toLower(entry.key)}-rotation-intent'
+    functionPrincipalId: functionPrincipalId
+    roleGuid: secretWriterRoleGuid
+    purpose: 'record the durable intent of a single-credential rotation of ${entry.key}.'
   }
 }]
 

@@ -463,6 +463,8 @@ class BicepEval:
         self.env = env
 
     def __call__(self, node: Any) -> Any:
+        if isinstance(node, str) and "${" in node:
+            return re.sub(r"\$\{([^}]*)\}", lambda m: str(self.interpolated(m.group(1))), node)
         if isinstance(node, str):
             return self.env.get(node, node)
         if isinstance(node, (bool, int)) or node is None:
@@ -501,6 +503,15 @@ class BicepEval:
                 return [{"key": k, "value": obj[k]} for k in sorted(obj, key=str.lower)]
             raise AssertionError(f"function {kind} not supported by this evaluator")
         return {k: self(v) for k, v in node.items()}
+
+    def interpolated(self, expression: str) -> Any:
+        """A string interpolation's expression: a dotted path, optionally inside toLower(...)."""
+        lower = re.fullmatch(r"toLower\((.*)\)", expression.strip())
+        path = (lower.group(1) if lower else expression).strip().split(".")
+        value = self.env[path[0]]
+        for part in path[1:]:
+            value = value[part]
+        return str(value).lower() if lower else value
 
     def access(self, value: Any, chain: Any) -> Any:
         if isinstance(chain, str):
@@ -1011,3 +1022,12 @@ def test_hook_fails_without_stage_one_outputs(tmp_path: Path) -> None:
     result = run_hook(tmp_path, ROTATION_EVENTGRID_PARAMETERS="")
     assert result.returncode != 0
     assert "ROTATION_EVENTGRID_PARAMETERS is not set" in result.stderr
+
+
+def test_postgres_secrets_may_write_their_durable_intent_companion_only() -> None:
+    """A single-credential rotation records its intent in <name>-rotation-intent before the password changes."""
+    operator = operator_file()
+    granted = granted_secrets("intentWriter", {"secretPolicies": operator["secrets"]})
+    postgres = {name for name, policy in operator["secrets"].items() if policy["rotator"] == "postgres"}
+    assert granted == {f"{name.lower()}-rotation-intent": SECRET_ROTATOR for name in postgres}
+    assert granted  # the standard inventory rotates database-connection-string
