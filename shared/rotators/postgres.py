@@ -428,19 +428,25 @@ class PostgresRotator(RotatorDefaults):
                 await self._ensure_alternating_roles(conn, opts)
             elif role not in await self._existing_roles(conn, [role]):
                 raise ConfigurationError(f"role {role} does not exist in PostgreSQL")
-            verifier = self._verifier(conn, role, password)
-            async with conn.transaction():
-                if opts.strategy == "alternating":
-                    await self._assert_alternating(conn, opts, role, verifier)
-                else:
-                    await conn.execute(
-                        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
-                    )
+            await self._set_password(conn, opts, role, password)
         except psycopg.Error as exc:
             raise DownstreamError(f"apply: changing the password of role {role} failed ({_describe(exc)})") from exc
         finally:
             await conn.close()
         logger.info("postgres rotation %s: password of role %s set", ctx.rotation_id, role)
+
+    async def _set_password(
+        self, conn: psycopg.AsyncConnection[Any], opts: PostgresTarget, role: str, password: str
+    ) -> None:
+        """The role's password (as a SCRAM verifier), and for ``alternating`` the invariants, in one transaction."""
+        verifier = self._verifier(conn, role, password)
+        async with conn.transaction():
+            if opts.strategy == "alternating":
+                await self._assert_alternating(conn, opts, role, verifier)
+            else:
+                await conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+                )
 
     @staticmethod
     async def _assert_alternating(
@@ -615,14 +621,7 @@ class PostgresRotator(RotatorDefaults):
                 raise ConfigurationError(f"repair: role {role} does not exist in PostgreSQL")
             if row[0]:
                 raise ConfigurationError(f"refusing to repair role {role}: it is a superuser")
-            verifier = self._verifier(conn, role, password)
-            async with conn.transaction():
-                if opts.strategy == "alternating":
-                    await self._assert_alternating(conn, opts, role, verifier)
-                else:
-                    await conn.execute(
-                        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
-                    )
+            await self._set_password(conn, opts, role, password)
         except psycopg.Error as exc:
             raise DownstreamError(f"repair: setting the password of role {role} failed ({_describe(exc)})") from exc
         finally:
