@@ -69,6 +69,7 @@ from shared.ports import (
     Locker,
     Notifier,
     NotifyResult,
+    Prepared,
     RotatedNotice,
     SecretReader,
     SecretStore,
@@ -550,9 +551,37 @@ class RotationEngine:
         single: bool,
     ) -> Outcome:
         """Write the verified value as the new version, confirm it is the one served, then notify/retire."""
+        expires_on = policy.new_expiry(ctx.now) if policy.validity_days else None
+        # The pings leave right after the write: what they need (HMAC keys) is read while we fence and write.
+        prepared = (self._notifier.prepare(list(self._consumers_for(req.secret_name, policy.consumers_tag)))
+                    if self._notifier is not None else None)
+        try:
+            return await self._commit_prepared(store, req, policy, current, lease, ctx, new, kind=kind,
+                                               trigger=trigger, timings=timings, single=single,
+                                               expires_on=expires_on, prepared=prepared)
+        finally:
+            if prepared is not None:
+                prepared.close()  # a no-op once the pings used it
+
+    async def _commit_prepared(
+        self,
+        store: SecretStore,
+        req: RotationRequest,
+        policy: Policy,
+        current: SecretVersion,
+        lease: Lease,
+        ctx: RotationContext,
+        new: NewSecret,
+        *,
+        kind: str,
+        trigger: str,
+        timings: dict[str, float],
+        single: bool,
+        expires_on: datetime | None,
+        prepared: Prepared | None,
+    ) -> Outcome:
         rotation_id, now = ctx.rotation_id, ctx.now
         extra = self._log_extra(req, rotation_id)
-        expires_on = policy.new_expiry(now) if policy.validity_days else None
         t = time.perf_counter()
         # Fencing right before the write: a lease lost or a version committed by someone else at any
         # earlier moment is caught here, so a worker that lost exclusivity never commits.
@@ -597,8 +626,14 @@ class RotationEngine:
                 return repaired
             return self._skipped(req, served, "superseded by a concurrent rotation; the served value works")
 
+        # The read just above is this version's fence for the pings: they leave now, with keys read
+        # ahead; the acknowledgements' tag write and retirement are fenced again in _finish.
+        notify_started = time.perf_counter()
+        notified = await self._notify(req, policy, committed, current, committed.properties.tags, prepared=prepared)
+
         outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
-                                     reader=ctx.secrets, revoke_now=req.trigger == Trigger.EMERGENCY)
+                                     reader=ctx.secrets, revoke_now=req.trigger == Trigger.EMERGENCY,
+                                     notified=(notified, notify_started))
         outcome.status = "rotated"
         outcome.reason = f"rotated ({outcome.reason})"
         outcome.durations_ms = timings
@@ -770,9 +805,11 @@ class RotationEngine:
         timings: dict[str, float] | None = None,
         reader: SecretReader | None = None,
         revoke_now: bool = False,
+        notified: tuple[NotifyResult, float] | None = None,
     ) -> Outcome:
         """Notify and retire. ``revoke_now`` (emergency) retires without waiting for
-        acknowledgements, the grace period or the token overlap."""
+        acknowledgements, the grace period or the token overlap. ``notified`` carries the
+        pings a fresh commit already sent (and when they started), so they are recorded, not repeated."""
         timings = timings if timings is not None else {}
         tags = dict(version.properties.tags)
         rotation_id = tags.get(Tag.ID)
@@ -797,9 +834,13 @@ class RotationEngine:
         if tags.get(Tag.STATE) == State.COMMITTED or (
             tags.get(Tag.STATE) == State.NOTIFIED and tags.get(Tag.PENDING)
         ):
-            t = time.perf_counter()
-            await self._fence(store, req, lease, version.properties.version)
-            result = await self._notify(req, policy, version, previous, tags)
+            if notified is None:
+                t = time.perf_counter()
+                await self._fence(store, req, lease, version.properties.version)
+                result = await self._notify(req, policy, version, previous, tags)
+            else:
+                result, t = notified
+                await self._fence(store, req, lease, version.properties.version)  # before the tag write
             consumers_report = [
                 {"consumer": c.consumer, "ok": c.ok, "status": c.status, "attempts": c.attempts, "error": c.error}
                 for c in result.consumers
@@ -918,6 +959,7 @@ class RotationEngine:
         previous: SecretVersion | None,
         tags: Mapping[str, str],
         trigger: str | None = None,
+        prepared: Prepared | None = None,
     ) -> NotifyResult:
         consumers = list(self._consumers_for(req.secret_name, policy.consumers_tag))
         pending = tags.get(Tag.PENDING)
@@ -938,7 +980,7 @@ class RotationEngine:
             trigger=trigger or tags.get(Tag.TRIGGER, str(req.trigger)),
         )
         try:
-            return await self._notifier.notify(notice, consumers)
+            return await self._notifier.notify(notice, consumers, prepared)
         except RotationError:
             raise
         except Exception as exc:  # a notifier bug must not undo a committed rotation
@@ -1039,3 +1081,4 @@ class _RunReader:
         if key not in self._cache:
             self._cache[key] = await self._store.get(name, version)
         return self._cache[key]
+

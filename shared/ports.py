@@ -127,6 +127,20 @@ class NotifyResult:
         return all(c.ok for c in self.consumers)
 
 
+class Prepared(Protocol):
+    """What a notifier started ahead of a notification (e.g. reading HMAC keys); single use."""
+
+    def close(self) -> None:
+        """Drop whatever was started and not used."""
+
+
 class Notifier(Protocol):
-    async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer]) -> NotifyResult:
+    def prepare(self, consumers: Sequence[Consumer]) -> Prepared:
+        """Start, without waiting, what notifying these consumers will need (their HMAC keys), so the
+        pings can leave as soon as the new version is committed. Never raises; the result is used by
+        at most one ``notify`` and closed by it (or by the caller when it is never used)."""
+
+    async def notify(
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+    ) -> NotifyResult:
         """Ping every consumer and publish the SecretRotated event. Never raises for a consumer failure."""

@@ -19,14 +19,18 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.notifiers.eventgrid import EventGridPublisher
 from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, ConsumerResult, NotifyResult, RotatedNotice, SecretReader
+from shared.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice, SecretReader
 from shared.settings import Settings
 
 log = logging.getLogger("shared.notifiers")
 
 
 class Pinger(Protocol):
-    async def ping_all(self, notice: RotatedNotice, consumers: Sequence[Consumer]) -> list[ConsumerResult]: ...
+    def prepare(self, consumers: Sequence[Consumer]) -> Prepared: ...
+
+    async def ping_all(
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+    ) -> list[ConsumerResult]: ...
 
     async def close(self) -> None: ...
 
@@ -65,15 +69,21 @@ class ConsumerNotifier:
         publisher = EventGridPublisher.from_settings(settings, credential=credential, **(eventgrid_kwargs or {}))
         return cls(pinger, publisher)
 
-    async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer]) -> NotifyResult:
+    def prepare(self, consumers: Sequence[Consumer]) -> Prepared:
+        """Start reading the pings' HMAC keys (see :class:`shared.ports.Notifier`)."""
+        return self._pinger.prepare(consumers)
+
+    async def notify(
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+    ) -> NotifyResult:
         """Ping all consumers and publish the event concurrently. Never raises for their failures."""
         if self._publisher is not None:
             results, (published, event_error) = await asyncio.gather(
-                self._pinger.ping_all(notice, consumers), self._publish(self._publisher, notice)
+                self._pinger.ping_all(notice, consumers, prepared), self._publish(self._publisher, notice)
             )
             event_published: bool | None = published
         else:
-            results = await self._pinger.ping_all(notice, consumers)
+            results = await self._pinger.ping_all(notice, consumers, prepared)
             event_published, event_error = None, None
         for result in results:
             _log_consumer(notice, result)

@@ -47,7 +47,7 @@ import aiohttp
 import stamina
 from azure.core.credentials import AccessToken
 
-from shared.ports import Consumer, ConsumerResult, NotifyResult, RotatedNotice, SecretReader
+from shared.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice, SecretReader
 from shared.settings import Settings
 
 # Standard Webhooks headers (lowercase as in the specification).
@@ -102,23 +102,28 @@ class _HmacKeys:
         self._vaults = vaults
         self._reads: dict[tuple[str, str], asyncio.Task[bytes]] = {}
 
-    async def get(self, secret_name: str, vault: str | None = None) -> bytes:
-        if vault is not None and self._vaults is not None:
-            reader: SecretReader | None = self._vaults(vault)
-        else:
-            reader = self._reader
-        if reader is None:
-            raise _AuthUnavailable("no secret reader is configured for HMAC keys")
+    def start(self, secret_name: str, vault: str | None = None) -> asyncio.Task[bytes]:
+        """The shared read of one key, started now if it is not under way already."""
         key = ((vault or "").lower(), secret_name.lower())
         task = self._reads.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._read(reader, secret_name))
+            task = asyncio.ensure_future(self._read(self._reader_for(vault), secret_name))
             self._reads[key] = task
+        return task
+
+    def _reader_for(self, vault: str | None) -> SecretReader | None:
+        if vault is not None and self._vaults is not None:
+            return self._vaults(vault)
+        return self._reader
+
+    async def get(self, secret_name: str, vault: str | None = None) -> bytes:
         # shield: one consumer's cancellation must not cancel the shared read.
-        return await asyncio.shield(task)
+        return await asyncio.shield(self.start(secret_name, vault))
 
     @staticmethod
-    async def _read(reader: SecretReader, secret_name: str) -> bytes:
+    async def _read(reader: SecretReader | None, secret_name: str) -> bytes:
+        if reader is None:
+            raise _AuthUnavailable("no secret reader is configured for HMAC keys")
         try:
             secret = await reader.get(secret_name)
         except Exception as exc:
@@ -259,16 +264,32 @@ class HttpPingNotifier:
             **kwargs,
         )
 
-    async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer]) -> NotifyResult:
-        """The :class:`Notifier` protocol with pings only (no event publishing)."""
-        return NotifyResult(consumers=tuple(await self.ping_all(notice, consumers)))
+    def prepare(self, consumers: Sequence[Consumer]) -> _HmacKeys:
+        """Start reading the HMAC keys of these consumers now (see :class:`shared.ports.Notifier`)."""
+        keys = _HmacKeys(self._hmac_reader, self._hmac_vaults)
+        for consumer in consumers:
+            if consumer.auth == "hmac" and consumer.hmac_secret:
+                keys.start(consumer.hmac_secret, consumer.hmac_vault)
+        return keys
 
-    async def ping_all(self, notice: RotatedNotice, consumers: Sequence[Consumer]) -> list[ConsumerResult]:
-        """Ping every consumer concurrently; one result per consumer, in order. Never raises."""
+    async def notify(
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+    ) -> NotifyResult:
+        """The :class:`Notifier` protocol with pings only (no event publishing)."""
+        return NotifyResult(consumers=tuple(await self.ping_all(notice, consumers, prepared)))
+
+    async def ping_all(
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+    ) -> list[ConsumerResult]:
+        """Ping every consumer concurrently; one result per consumer, in order. Never raises.
+
+        ``prepared`` is what :meth:`prepare` returned for these consumers: keys already read or
+        being read. Either way the keys do not outlive this call."""
+        keys = prepared if isinstance(prepared, _HmacKeys) else _HmacKeys(self._hmac_reader, self._hmac_vaults)
         if not consumers:
+            keys.close()
             return []
         body = ping_body(notice)
-        keys = _HmacKeys(self._hmac_reader, self._hmac_vaults)
         try:
             session = self._get_session()
             return list(

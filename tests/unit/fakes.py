@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.errors import SecretNotFound
 from shared.model import SecretProperties, SecretVersion
-from shared.ports import Consumer, ConsumerResult, NotifyResult, RotatedNotice
+from shared.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice
 
 
 class FakeStore:
@@ -106,12 +106,21 @@ class FakeLocker:
             yield self.lease
 
 
+class _NothingPrepared:
+    def close(self) -> None:
+        return None
+
+
 class RecordingNotifier:
     def __init__(self, ok: bool | Sequence[bool] = True) -> None:
         self.notices: list[RotatedNotice] = []
         self.ok = ok
 
-    async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer]) -> NotifyResult:
+    def prepare(self, consumers: Sequence[Consumer]) -> _NothingPrepared:
+        return _NothingPrepared()
+
+    async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer],
+                     prepared: Prepared | None = None) -> NotifyResult:
         self.notices.append(notice)
         oks: Sequence[Any] = self.ok if isinstance(self.ok, Sequence) else [self.ok] * len(consumers)
         return NotifyResult(consumers=tuple(
