@@ -8,6 +8,7 @@ real ``azure.eventgrid.aio.EventGridPublisherClient``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -242,6 +243,32 @@ async def test_hmac_pings_carry_a_standard_webhooks_signature_verified_by_the_st
     assert wrong_key.consumer.pings[0].verified is False
     # The HMAC key was read from Key Vault once for the whole notify call.
     assert vault.gets.count(HMAC_SECRET) == 1
+
+
+async def test_prepared_keys_are_read_ahead_once_and_used_by_the_pings(
+    vault: FakeVault, notifier: HttpPingNotifier, servers: Callable[[ConsumerApp], ConsumerServer]
+) -> None:
+    """The engine prepares the pings while it fences and writes: the key read is done before the commit."""
+    good = servers(hmac_app(vault))
+    consumers = [Consumer("backend", good.url, "hmac", hmac_secret=HMAC_SECRET),
+                 Consumer("bridge", good.url + "?replica=2", "hmac", hmac_secret=HMAC_SECRET)]
+
+    prepared = notifier.prepare(consumers)
+    await asyncio.sleep(0.05)
+    assert vault.gets.count(HMAC_SECRET) == 1  # read before any ping is sent
+    results = await notifier.ping_all(NOTICE, consumers, prepared)
+
+    assert [r.ok for r in results] == [True, True]
+    assert vault.gets.count(HMAC_SECRET) == 1
+    prepared.close()  # closing again after use is harmless
+
+
+async def test_prepared_keys_that_are_never_used_are_dropped_quietly(notifier: HttpPingNotifier) -> None:
+    """A rotation that fails before its commit closes what it prepared; a failed read leaves no stray task."""
+    consumers = [Consumer("backend", "https://127.0.0.1:9/refresh", "hmac", hmac_secret="no-such-key")]
+    prepared = notifier.prepare(consumers)
+    await asyncio.sleep(0.05)
+    prepared.close()
 
 
 async def test_missing_hmac_key_secret_is_reported_not_raised(
