@@ -32,7 +32,6 @@ from typing import Any
 import azure.functions as func
 
 from shared.container import Container, get_container
-from shared.engine import RotationRequest, Trigger
 from shared.errors import (
     ConfigurationError,
     ManualOnly,
@@ -44,6 +43,7 @@ from shared.errors import (
     UnclearEvent,
     VaultNotAllowed,
 )
+from shared.record import RotationRequest, Trigger
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from typing import Any
 import azure.functions as func
 
 from shared.container import Container, get_container
-from shared.engine import RotationRequest, Trigger
 from shared.errors import DeploymentMisconfigured, Forbidden, InvalidRequest, RotationError, VaultNotAllowed
 from shared.inventory import plan, secret_status
+from shared.record import RotationRequest, Trigger
 from shared.validation import is_secret_name, is_vault_name, is_version, normal_vault, normal_version
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,14 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.engine import RotationEngine, StepHook
-from shared.operator_config import OperatorConfig
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
+    from shared.engine import RotationEngine, StepHook
     from shared.lease import BlobLocker
+    from shared.operator_config import OperatorConfig
     from shared.ports import Consumer, Notifier
     from shared.rotators.base import Rotator
     from shared.telemetry import Telemetry
@@ -60,6 +60,8 @@ class Container:
 
         ``${SETTING}`` placeholders in it are filled from the app settings."""
         if self._operator is None:
+            from shared.operator_config import OperatorConfig
+
             self._operator = OperatorConfig.load(self.settings.config_file, os.environ)
         return self._operator
 
@@ -172,6 +174,8 @@ class Container:
     @property
     def engine(self) -> RotationEngine:
         if self._engine is None:
+            from shared.engine import RotationEngine
+
             self._engine = RotationEngine(
                 settings=self.settings,
                 operator=self.operator,

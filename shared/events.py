@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.engine import RotationRequest, Trigger
 from shared.errors import InvalidRequest, UnclearEvent, VaultNotAllowed
+from shared.record import RotationRequest, Trigger
 from shared.settings import Settings
 from shared.validation import is_secret_name, is_vault_name, is_version, name_key, normal_vault, normal_version
 

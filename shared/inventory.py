@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.engine import Outcome, RotationRequest, State, Tag, Trigger, parse_time, pending_state
 from shared.errors import (
     ManualOnly,
     NotManaged,
@@ -33,11 +32,12 @@ from shared.errors import (
     SecretNotFound,
 )
 from shared.model import SecretProperties
-from shared.policy import Policy, resolve_policy
+from shared.record import Outcome, RotationRequest, State, Tag, Trigger, parse_time, pending_state
 
 if TYPE_CHECKING:
     from shared.engine import RotationEngine
     from shared.operator_config import OperatorConfig
+    from shared.policy import Policy
     from shared.ports import SecretStore
     from shared.settings import Settings
     from shared.telemetry import SweepObserver, Telemetry
@@ -63,6 +63,13 @@ class InventoryDeps(Protocol):
 class SweepDeps(InventoryDeps, Protocol):
     @property
     def engine(self) -> RotationEngine: ...
+
+
+def _resolve(name: str, tags: Mapping[str, str], deps: InventoryDeps) -> Policy | None:
+    """The policy module (and the operator file's parser) is loaded on first use, not at cold start."""
+    from shared.policy import resolve_policy
+
+    return resolve_policy(name, tags, deps.operator, deps.settings.lead_days)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -149,7 +156,7 @@ async def secret_status(deps: InventoryDeps, vault: str, name: str) -> dict[str,
         "contentType": current.content_type,
     }
     try:
-        policy = resolve_policy(name, current.tags, deps.operator, settings.lead_days)
+        policy = _resolve(name, current.tags, deps)
     except PolicyError as exc:
         return {**status, "managed": True, "policy": None, "policyError": exc.message}
     if policy is None:
@@ -224,7 +231,7 @@ async def plan(deps: InventoryDeps, vaults: Iterable[str] | None = None) -> list
     for vault in _vaults(settings, vaults):
         async for props in deps.store(vault).list_secrets():
             try:
-                policy = resolve_policy(props.name, props.tags, deps.operator, settings.lead_days)
+                policy = _resolve(props.name, props.tags, deps)
             except PolicyError as exc:
                 entries.append({"vault": vault, "name": props.name, "error": exc.message})
                 continue
@@ -350,7 +357,7 @@ async def _sweep(deps: SweepDeps, settings: Settings, summary: SweepSummary, obs
         async for props in deps.store(vault).list_secrets():
             summary.scanned += 1
             try:
-                policy = resolve_policy(props.name, props.tags, deps.operator, settings.lead_days)
+                policy = _resolve(props.name, props.tags, deps)
             except PolicyError as exc:
                 summary.managed += 1
                 summary.fail(vault, props.name, exc.code, exc.message)

@@ -48,10 +48,10 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from shared.engine import Outcome
     from shared.inventory import SweepSummary
     from shared.model import SecretProperties
     from shared.policy import Policy
+    from shared.record import Outcome
     from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ class _OtelSweep(SweepObserver):
         self._pending: dict[str, int] = {}
 
     def secret(self, vault: str, props: SecretProperties, policy: Policy, now: datetime, lead_days: int) -> None:
-        from shared.engine import pending_state
+        from shared.record import pending_state
 
         gauges = self._t.gauges
         dims: dict[str, str | bool] = {
