@@ -341,10 +341,9 @@ MISS_REASONS = {
         "(see min and max)."
     ),
     "B5": (
-        "importing function_app also imports the operator file's parser, the validation module, the rotator "
-        "registry and the engine with fencing and telemetry hooks (about 50 ms more than before issues 10-15; "
-        "the OpenTelemetry distro and every SDK client stay lazy). Moving the engine's vocabulary out of the "
-        "engine (issue 15, item 7) lets the trigger modules import less."
+        "the trigger modules import the rotation record, the container and the inventory views; the engine, "
+        "the policy, the operator file's parser, every SDK client and the OpenTelemetry distro load on first "
+        "use. On a loaded machine single rounds vary widely (see min and max)."
     ),
 }
 
