@@ -431,91 +431,70 @@ class RotationEngine:
         prepared = (self._notifier.prepare(list(self._consumers_for(req.secret_name, policy.consumers_tag)))
                     if self._notifier is not None else None)
         try:
-            return await self._commit_prepared(store, req, policy, current, lease, ctx, new, kind=kind,
-                                               trigger=trigger, timings=timings, single=single,
-                                               expires_on=expires_on, prepared=prepared)
+            rotation_id, now = ctx.rotation_id, ctx.now
+            extra = self._log_extra(req, rotation_id)
+            t = time.perf_counter()
+            # Fencing right before the write: a lease lost or a version committed by someone else at any
+            # earlier moment is caught here, so a worker that lost exclusivity never commits.
+            await self._fence(store, req, lease, current.properties.version)
+            tags = carried_tags(current.properties.tags)
+            tags.update(
+                {
+                    Tag.ID: rotation_id,
+                    Tag.BY: kind,
+                    Tag.AT: now.isoformat(timespec="seconds"),
+                    Tag.FROM: current.properties.version,
+                    Tag.TRIGGER: trigger,
+                    Tag.STATE: State.COMMITTED,
+                    **{ROTATOR_RECORD_PREFIX + key: text for key, text in ctx.record.items()},
+                }
+            )
+            for key, text in ((Tag.REASON, req.reason), (Tag.CALLER, req.caller)):
+                if text and len(tags) < MAX_TAGS:
+                    tags[key] = text[:TAG_VALUE_MAX]
+            props = await store.set(
+                req.secret_name,
+                new.value,
+                content_type=new.content_type,
+                tags=tags,
+                not_before=now,
+                expires_on=expires_on,
+            )
+            committed = SecretVersion(properties=props, value=new.value)
+            await self._step(Step.COMMIT, req, timings, t)
+            self._telemetry.annotate(version=props.version)
+            log.info("rotation committed", extra={**extra, "version": props.version})
+            if single:
+                await self._clear_intent(store, req)
+
+            served = await store.get(req.secret_name)
+            if served.properties.version != props.version:
+                # Another writer committed between our fence and our write: reconcile on what is served.
+                log.warning("another version was committed concurrently; reconciling on the served one",
+                            extra={**extra, "version": props.version, "served_version": served.properties.version})
+                repaired = await self._repair_locked(store, req, policy, served, lease)
+                if repaired is not None:
+                    return repaired
+                return self._skipped(req, served, "superseded by a concurrent rotation; the served value works")
+
+            # The read just above is this version's fence for the pings: they leave now, with keys read
+            # ahead; the acknowledgements' tag write and retirement are fenced again in _finish.
+            notify_started = time.perf_counter()
+            notified = await self._notify(req, policy, committed, current, committed.properties.tags, prepared=prepared)
+
+            outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
+                                         reader=ctx.secrets, revoke_now=req.trigger == Trigger.EMERGENCY,
+                                         notified=(notified, notify_started))
+            outcome.status = "rotated"
+            outcome.reason = f"rotated ({outcome.reason})"
+            outcome.durations_ms = timings
+            log.info("rotation finished", extra={**extra, "state": outcome.state, "durations_ms": timings})
+            steps = [Step.CREATE, Step.INTENT] if single else [Step.CREATE]
+            outcome.steps = [*steps, Step.APPLY, Step.VERIFY, Step.COMMIT, *outcome.steps]
+            return outcome
         finally:
             if prepared is not None:
                 prepared.close()  # a no-op once the pings used it
-
-    async def _commit_prepared(
-        self,
-        store: SecretStore,
-        req: RotationRequest,
-        policy: Policy,
-        current: SecretVersion,
-        lease: Lease,
-        ctx: RotationContext,
-        new: NewSecret,
-        *,
-        kind: str,
-        trigger: str,
-        timings: dict[str, float],
-        single: bool,
-        expires_on: datetime | None,
-        prepared: Prepared | None,
-    ) -> Outcome:
-        rotation_id, now = ctx.rotation_id, ctx.now
-        extra = self._log_extra(req, rotation_id)
-        t = time.perf_counter()
-        # Fencing right before the write: a lease lost or a version committed by someone else at any
-        # earlier moment is caught here, so a worker that lost exclusivity never commits.
-        await self._fence(store, req, lease, current.properties.version)
-        tags = carried_tags(current.properties.tags)
-        tags.update(
-            {
-                Tag.ID: rotation_id,
-                Tag.BY: kind,
-                Tag.AT: now.isoformat(timespec="seconds"),
-                Tag.FROM: current.properties.version,
-                Tag.TRIGGER: trigger,
-                Tag.STATE: State.COMMITTED,
-                **{ROTATOR_RECORD_PREFIX + key: text for key, text in ctx.record.items()},
-            }
-        )
-        for key, text in ((Tag.REASON, req.reason), (Tag.CALLER, req.caller)):
-            if text and len(tags) < MAX_TAGS:
-                tags[key] = text[:TAG_VALUE_MAX]
-        props = await store.set(
-            req.secret_name,
-            new.value,
-            content_type=new.content_type,
-            tags=tags,
-            not_before=now,
-            expires_on=expires_on,
-        )
-        committed = SecretVersion(properties=props, value=new.value)
-        await self._step(Step.COMMIT, req, timings, t)
-        self._telemetry.annotate(version=props.version)
-        log.info("rotation committed", extra={**extra, "version": props.version})
-        if single:
-            await self._clear_intent(store, req)
-
-        served = await store.get(req.secret_name)
-        if served.properties.version != props.version:
-            # Another writer committed between our fence and our write: reconcile on what is served.
-            log.warning("another version was committed concurrently; reconciling on the served one",
-                        extra={**extra, "version": props.version, "served_version": served.properties.version})
-            repaired = await self._repair_locked(store, req, policy, served, lease)
-            if repaired is not None:
-                return repaired
-            return self._skipped(req, served, "superseded by a concurrent rotation; the served value works")
-
-        # The read just above is this version's fence for the pings: they leave now, with keys read
-        # ahead; the acknowledgements' tag write and retirement are fenced again in _finish.
-        notify_started = time.perf_counter()
-        notified = await self._notify(req, policy, committed, current, committed.properties.tags, prepared=prepared)
-
-        outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
-                                     reader=ctx.secrets, revoke_now=req.trigger == Trigger.EMERGENCY,
-                                     notified=(notified, notify_started))
-        outcome.status = "rotated"
-        outcome.reason = f"rotated ({outcome.reason})"
-        outcome.durations_ms = timings
-        log.info("rotation finished", extra={**extra, "state": outcome.state, "durations_ms": timings})
-        steps = [Step.CREATE, Step.INTENT] if single else [Step.CREATE]
-        outcome.steps = [*steps, Step.APPLY, Step.VERIFY, Step.COMMIT, *outcome.steps]
-        return outcome
 
     # ------------------------------------------------- durable intent (no overlap)
 
