@@ -271,11 +271,6 @@ class OperatorConfig:
             )
         return target
 
-    def secret_names_read(self) -> frozenset[str]:
-        """Every secret the app reads or writes by name (for least-privilege grants and docs)."""
-        managed = {n for n, e in self.secrets.items() if not e.manual or e.generator}
-        return frozenset(managed | set(self.admin_secrets))
-
     # ---------------------------------------------------------------- loading
 
     @classmethod
