@@ -31,12 +31,12 @@ from psycopg import sql
 
 from functions.event_grid import handle_event
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger
-from shared.inventory import plan
-from shared.operator_config import OperatorConfig
+from shared.bootstrap import Container
+from shared.config.operator_file import OperatorConfig
+from shared.config.settings import Settings
 from shared.rotators.postgres import generate_password
-from shared.settings import Settings
+from shared.service.engine import RotationRequest, Trigger
+from shared.service.views import plan
 from tests.support.consumer_app import ConsumerApp, ConsumerServer
 from tests.support.operator_files import base_config
 from tests.support.services import Azurite, PostgresServer
@@ -201,8 +201,8 @@ async def b2_duplicate(rounds: int, emu: KeyVaultEmulator, azurite: Azurite) -> 
 # --------------------------------------------------------------------------- B3
 
 async def b3_fanout(rounds: int, emu: KeyVaultEmulator, azurite: Azurite) -> Figure:
-    from shared.notifiers.composite import build_notifier
-    from shared.ports import Consumer, RotatedNotice
+    from shared.bootstrap import build_notifier
+    from shared.domain.ports import Consumer, RotatedNotice
 
     app = ConsumerApp(_no_read, secret_name="s", allow_anonymous=True)
     app.delay_seconds = 0.1

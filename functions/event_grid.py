@@ -19,7 +19,7 @@ the function raises, so Event Grid retries and finally dead-letters it. So:
   an unmanaged, manual-only or deleted secret, an event naming nothing.
 
 Every flaw and every raise is logged at WARNING with the secret's name and
-why (``shared.events`` says what counts as a flaw).
+why (``shared.service.events`` says what counts as a flaw).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.container import Container, get_container
-from shared.errors import (
+from shared.bootstrap import Container, get_container
+from shared.domain.errors import (
     ConfigurationError,
     ManualOnly,
     NotManaged,
@@ -43,7 +43,7 @@ from shared.errors import (
     UnclearEvent,
     VaultNotAllowed,
 )
-from shared.record import RotationRequest, Trigger
+from shared.domain.record import RotationRequest, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def event_to_dict(event: Any) -> dict[str, Any]:
 
 async def handle_event(raw: Mapping[str, Any], container: Container) -> EventResult:
     """Parse and run one event. Raises only what Event Grid should retry (see the module docstring)."""
-    from shared.events import parse_event
+    from shared.service.events import parse_event
 
     secret: str | None = None
     try:

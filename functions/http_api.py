@@ -6,7 +6,7 @@ and the optional app-role check (``ROTATION_REQUIRED_ROLE``), come from the
 Service Authentication is really on: the platform then validates the Entra
 token, strips any ``x-ms-client-principal*`` header the client sent and
 injects its own, and tells the app so with ``WEBSITE_AUTH_ENABLED``
-(read once in ``shared/settings.py``, never from the request). Without it
+(read once in ``shared/config/settings.py``, never from the request). Without it
 anyone holding the function key could forge the header, so:
 
 * a required role without App Service Authentication is a broken
@@ -36,11 +36,11 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.container import Container, get_container
-from shared.errors import DeploymentMisconfigured, Forbidden, InvalidRequest, RotationError, VaultNotAllowed
-from shared.inventory import plan, secret_status
-from shared.record import RotationRequest, Trigger
-from shared.validation import is_secret_name, is_vault_name, is_version, normal_vault, normal_version
+from shared.bootstrap import Container, get_container
+from shared.domain.errors import DeploymentMisconfigured, Forbidden, InvalidRequest, RotationError, VaultNotAllowed
+from shared.domain.record import RotationRequest, Trigger
+from shared.domain.validation import is_secret_name, is_vault_name, is_version, normal_vault, normal_version
+from shared.service.views import plan, secret_status
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import logging
 
 import azure.functions as func
 
-from shared.container import get_container
-from shared.inventory import SweepDeps, SweepSummary, sweep
+from shared.bootstrap import get_container
+from shared.service.sweep import SweepDeps, SweepSummary, sweep
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,10 @@ from azuredoubles import AzureDoubles, CognitiveAccount, EntraApp
 from functions.event_grid import rotate_on_event
 from kvemulator import KeyVaultEmulator, seed_standard
 from kvemulator.seed import SecretSpec, standard_inventory
-from shared.container import Container, set_container
-from shared.operator_config import DEFAULT_FILE, OperatorConfig
-from shared.policy import resolve_policy
-from shared.settings import Settings
+from shared.bootstrap import Container, set_container
+from shared.config.operator_file import DEFAULT_FILE, OperatorConfig
+from shared.config.settings import Settings
+from shared.domain.policy import resolve_policy
 from tests.support.services import Azurite, PostgresServer, RedisServer
 
 VAULT = "kv-demo"

@@ -20,8 +20,8 @@ import pytest
 import trustme
 
 from kvemulator import KeyVaultEmulator
-from shared.container import Container, set_container
-from shared.settings import Settings
+from shared.bootstrap import Container, set_container
+from shared.config.settings import Settings
 from tests.support import leakscan, operator_files
 from tests.support import telemetry as telemetry_capture
 
@@ -49,7 +49,7 @@ def _instrument_outputs() -> None:
     """Every project error message and every HTTP response body goes into the leak scan too."""
     import azure.functions as func
 
-    from shared.errors import RotationError
+    from shared.domain.errors import RotationError
 
     original_error_init = RotationError.__init__
 
@@ -71,7 +71,7 @@ def _instrument_outputs() -> None:
 def _install_telemetry() -> None:
     from opentelemetry import trace
 
-    from shared import telemetry
+    from shared.adapters import telemetry
 
     capture = telemetry_capture.Capture()
     capture.install_log_handler()

@@ -23,7 +23,7 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 
-from shared.errors import DownstreamError
+from shared.domain.errors import DownstreamError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential

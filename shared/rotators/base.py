@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar, Protocol, runtime_checkable
 
-from shared.errors import ConfigurationError
-from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.operator_config import Target
-from shared.ports import SecretReader
+from shared.config.operator_file import Target
+from shared.domain.errors import ConfigurationError
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
+from shared.domain.ports import SecretReader
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class SingleCredentialRotator(Protocol):
     """Optional capability: whether ``apply`` invalidates the current value at once.
 
     Such a rotation has no overlap, so the engine records its intent durably
-    in the vault before ``apply`` (see ``shared.engine``)."""
+    in the vault before ``apply`` (see ``shared.service.engine``)."""
 
     def single_credential(self, ctx: RotationContext) -> bool:
         """True when applying a new value makes the current one stop working."""

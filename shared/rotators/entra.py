@@ -21,7 +21,7 @@ A password is identified by its ``keyId`` and checked against its ``hint``
 *previous* vault value and never the one whose hint matches the current
 value, so a forged ``rotator-*`` tag cannot make it remove the credential in
 use. The application, tenant and client id come from the operator file
-(:class:`~shared.operator_config.EntraApplicationTarget`); the app's
+(:class:`~shared.config.operator_file.EntraApplicationTarget`); the app's
 identity needs ``Application.ReadWrite.OwnedBy`` and to own that one
 application (infra/modules/rotator-roles.bicep explains). Graph is reached
 through azure-core's pipeline (:mod:`shared.rotators.azure_http`), not the
@@ -38,16 +38,16 @@ from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from shared.errors import ConfigurationError, DownstreamError, VerificationFailed
-from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.operator_config import EntraApplicationTarget
+from shared.config.operator_file import EntraApplicationTarget
+from shared.domain.errors import ConfigurationError, DownstreamError, VerificationFailed
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import Applied, RotationContext, RotatorDefaults
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
+    from shared.config.settings import Settings
     from shared.rotators.azure_http import AzureHttp
-    from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from shared.errors import ConfigurationError, VerificationFailed
-from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.domain.errors import ConfigurationError, VerificationFailed
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext, RotatorDefaults
 
 RAW_CONTENT_TYPE = "application/octet-stream; encoding=base64url"

@@ -19,8 +19,8 @@ without lockout. If the vault's value is in neither slot (it was already
 broken), the second slot is regenerated.
 
 What is touched comes only from the operator file's target
-(:class:`~shared.operator_config.CognitiveServicesTarget`,
-:class:`~shared.operator_config.AzureRedisTarget`), through the app's
+(:class:`~shared.config.operator_file.CognitiveServicesTarget`,
+:class:`~shared.config.operator_file.AzureRedisTarget`), through the app's
 identity, which holds only the list/regenerate-keys actions on that one
 resource (infra/modules/rotator-roles.bicep). Keys are never logged.
 """
@@ -32,15 +32,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from shared.errors import ConfigurationError, DownstreamError, VerificationFailed
-from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.operator_config import AzureRedisTarget, CognitiveServicesTarget, Target
+from shared.config.operator_file import AzureRedisTarget, CognitiveServicesTarget, Target
+from shared.domain.errors import ConfigurationError, DownstreamError, VerificationFailed
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import Applied, RotationContext, RotatorDefaults
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from shared.settings import Settings
+    from shared.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

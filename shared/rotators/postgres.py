@@ -25,7 +25,7 @@ Two strategies:
     role is not an option.
 
 Everything that decides what is touched comes from the secret's target in
-the operator file (:class:`shared.operator_config.PostgresTarget`): host,
+the operator file (:class:`shared.config.operator_file.PostgresTarget`): host,
 port, database, login and owner roles, strategy, the admin secret and the
 probe SQL. The secret's own value is data that must agree with it: its
 host, port, database and user must be the declared ones (and it may not
@@ -53,9 +53,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
-from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.operator_config import PostgresTarget
+from shared.config.operator_file import PostgresTarget
+from shared.domain.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext, RotatorDefaults
 from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 

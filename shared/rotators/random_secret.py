@@ -21,8 +21,8 @@ import math
 import secrets
 import string
 
-from shared.errors import ConfigurationError, VerificationFailed
-from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.domain.errors import ConfigurationError, VerificationFailed
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext, RotatorDefaults
 
 ALPHABETS = {

@@ -14,7 +14,7 @@ so a restart does not resurrect an old password.
 The secret is either a bare password or a ``redis://``/``rediss://`` URL
 whose password changes while the rest of it is kept. What is touched comes
 from the secret's target in the operator file
-(:class:`shared.operator_config.RedisTarget`): the nodes, the ACL user, the
+(:class:`shared.config.operator_file.RedisTarget`): the nodes, the ACL user, the
 admin secret, persistence and TLS. The secret's value must agree with it (a
 URL's user must be the declared user and its host one of the declared
 nodes), or nothing is changed; the admin credential is only ever sent to the
@@ -41,9 +41,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
-from shared.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
-from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.operator_config import RedisTarget
+from shared.config.operator_file import RedisTarget
+from shared.domain.errors import ConfigurationError, DownstreamError, SecretNotFound, VerificationFailed
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext, RotatorDefaults
 from shared.rotators.passwords import PASSWORD_ALPHABET, generate_password
 

@@ -13,8 +13,8 @@ only when a rotation of that kind runs):
   ``generator`` for ``force`` (only rotators that need no target can);
 - ``tag_options``: the value-shaping options a tag-managed secret may set.
 
-:mod:`shared.operator_config` checks the operator file against this table and
-:mod:`shared.container` builds the rotators from it. See docs/rotators.md,
+:mod:`shared.config.operator_file` checks the operator file against this table and
+:mod:`shared.bootstrap` builds the rotators from it. See docs/rotators.md,
 "Adding a rotator".
 """
 
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
+    from shared.config.settings import Settings
     from shared.rotators.base import Rotator
-    from shared.settings import Settings
 
 
 @dataclass(frozen=True)

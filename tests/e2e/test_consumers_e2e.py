@@ -45,8 +45,8 @@ from keyvault_rotation_kit import CachedSecretClient, JwtKeyRing
 
 from examples.backend.app import create_app
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger
+from shared.bootstrap import Container
+from shared.service.engine import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import setup_postgres_alternating, setup_redis
 from tests.support import leakscan

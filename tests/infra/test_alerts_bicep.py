@@ -1,7 +1,7 @@
 """Offline checks of the alerting Bicep (infra/modules/alerts.bicep): who is told, about what signal.
 
 Each alert rule must exist, query the signal the app really emits (the
-metric names of shared/telemetry.py; the KQL's attribute names are checked
+metric names of shared/adapters/telemetry.py; the KQL's attribute names are checked
 against exported telemetry in tests/unit/test_telemetry.py) or the Event Grid
 platform metric, and notify the one action group whose receivers are
 parameters.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from shared.telemetry import Metric
+from shared.adapters.telemetry import Metric
 from tests.infra.test_bicep import INFRA, MODULES, ROOT, body, parse, var_value
 
 ALERTS = MODULES / "alerts.bicep"

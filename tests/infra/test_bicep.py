@@ -222,9 +222,9 @@ def test_the_deployment_never_fakes_a_platform_setting() -> None:
 def test_contract_covers_every_setting_the_code_reads() -> None:
     sys.path.insert(0, str(ROOT))
     try:
-        from shared.settings import Settings  # type: ignore[import-not-found]
+        from shared.config.settings import Settings  # type: ignore[import-not-found]
     except ImportError as exc:  # pragma: no cover - the app package moved
-        pytest.skip(f"shared.settings not importable: {exc}")
+        pytest.skip(f"shared.config.settings not importable: {exc}")
     finally:
         sys.path.remove(str(ROOT))
     read_by_code = set(Settings.ENV_NAMES.values())

@@ -22,8 +22,8 @@ import trustme
 from azuredoubles import AzureDoubles
 from azuredoubles.doubles import GENERATED
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Step, Trigger
+from shared.bootstrap import Container
+from shared.service.engine import RotationRequest, Step, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import rotation_ids
 from tests.support import leakscan

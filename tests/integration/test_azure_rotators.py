@@ -18,10 +18,10 @@ import trustme
 from azuredoubles import AzureDoubles
 from azuredoubles.doubles import GENERATED
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger
-from shared.errors import ConfigurationError, DownstreamError, PolicyError, VerificationFailed
-from shared.operator_config import OperatorConfig
+from shared.bootstrap import Container
+from shared.config.operator_file import OperatorConfig
+from shared.domain.errors import ConfigurationError, DownstreamError, PolicyError, VerificationFailed
+from shared.service.engine import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.support import leakscan, operator_files
 from tests.support.azure_targets import (

@@ -38,9 +38,9 @@ from azure.functions.eventgrid import EventGridEventInConverter
 
 from functions.event_grid import handle_event, rotate_on_event
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.errors import ConfigurationError, RotationError, UnclearEvent
-from shared.settings import Settings
+from shared.bootstrap import Container
+from shared.config.settings import Settings
+from shared.domain.errors import ConfigurationError, RotationError, UnclearEvent
 from tests.conftest import VAULT
 from tests.integration.test_vertical_slice import near_expiry_event
 

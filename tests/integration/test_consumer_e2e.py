@@ -21,9 +21,9 @@ import pytest
 import trustme
 
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger
+from shared.bootstrap import Container
 from shared.rotators.jwt_key import b64url_decode
+from shared.service.engine import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import redis_can_auth, setup_redis
 from tests.support import leakscan

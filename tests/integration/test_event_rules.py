@@ -21,7 +21,7 @@ import pytest
 from functions.event_grid import handle_event, rotate_on_event
 from functions.http_api import handle_rotate
 from kvemulator import KeyVaultEmulator
-from shared.container import Container, set_container
+from shared.bootstrap import Container, set_container
 from tests.conftest import VAULT, make_settings
 from tests.integration.test_bad_input_events import worker_event
 from tests.integration.test_vertical_slice import near_expiry_event

@@ -23,9 +23,9 @@ import psycopg
 import pytest
 
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Step, Trigger
+from shared.bootstrap import Container
 from shared.rotators.jwt_key import b64url_decode, new_private_jwk, public_jwk
+from shared.service.engine import RotationRequest, Step, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     pg_can_login,

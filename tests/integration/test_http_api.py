@@ -26,11 +26,11 @@ from functions.http_api import (
     rotation_status,
 )
 from kvemulator import KeyVaultEmulator
-from shared.container import Container, set_container
-from shared.errors import DownstreamError
-from shared.model import NewSecret, RetireResult, SecretVersion
+from shared.bootstrap import Container, set_container
+from shared.config.settings import Settings
+from shared.domain.errors import DownstreamError
+from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.rotators.base import RotationContext, RotatorDefaults
-from shared.settings import Settings
 from tests.conftest import VAULT, make_settings
 from tests.support import operator_files
 

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Step, Trigger, intent_secret_name
-from shared.errors import RotationError
-from shared.inventory import sweep
+from shared.bootstrap import Container
+from shared.domain.errors import RotationError
+from shared.service.engine import RotationRequest, Step, Trigger, intent_secret_name
+from shared.service.sweep import sweep
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     pg_can_login,

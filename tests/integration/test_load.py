@@ -26,9 +26,9 @@ import redis
 from keyvault_rotation_kit.healing import is_postgres_auth_failure, is_redis_auth_failure
 
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger
+from shared.bootstrap import Container
 from shared.rotators.jwt_key import b64url_decode
+from shared.service.engine import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     redis_url_parts,

@@ -25,12 +25,13 @@ import trustme
 from azure.core.credentials import AccessToken
 from standardwebhooks.webhooks import Webhook
 
-from shared.errors import SecretNotFound
-from shared.model import SecretProperties, SecretVersion
-from shared.notifiers.composite import ConsumerNotifier, build_notifier
-from shared.notifiers.eventgrid import EVENT_TYPE, EventGridPublisher
-from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, RotatedNotice
+from shared.adapters.notifiers.composite import ConsumerNotifier
+from shared.adapters.notifiers.eventgrid import EVENT_TYPE, EventGridPublisher
+from shared.adapters.notifiers.http_ping import HttpPingNotifier
+from shared.bootstrap import build_notifier
+from shared.domain.errors import SecretNotFound
+from shared.domain.model import SecretProperties, SecretVersion
+from shared.domain.ports import Consumer, RotatedNotice
 from tests.support.consumer_app import ConsumerApp, ConsumerServer
 from tests.support.eventgrid_sink import EventGridSink
 
@@ -596,7 +597,7 @@ async def test_consumer_notifier_pings_and_publishes_together(
         Consumer("down", down.url, "hmac", hmac_secret=HMAC_SECRET),
     ]
     try:
-        with caplog.at_level(logging.INFO, logger="shared.notifiers"):
+        with caplog.at_level(logging.INFO, logger="shared.adapters.notifiers"):
             result = await composite.notify(NOTICE, consumers)
     finally:
         await composite.close()
@@ -605,7 +606,7 @@ async def test_consumer_notifier_pings_and_publishes_together(
     assert not result.all_acknowledged
     assert (result.event_published, result.event_error) == (True, None)
     assert len(sink.events) == 1
-    lines = [r for r in caplog.records if r.name == "shared.notifiers"]
+    lines = [r for r in caplog.records if r.name == "shared.adapters.notifiers"]
     assert len(lines) == 3  # one per consumer, one for the event
     assert "consumer=backend" in lines[0].getMessage()
     assert lines[1].levelno == logging.WARNING
@@ -643,7 +644,7 @@ async def test_without_a_topic_the_event_is_not_applicable(
 
 
 async def test_consumer_notifier_from_settings(vault: FakeVault, credential: FakeCredential) -> None:
-    from shared.settings import Settings
+    from shared.config.settings import Settings
 
     settings = Settings.from_env(
         {
@@ -661,14 +662,14 @@ async def test_consumer_notifier_from_settings(vault: FakeVault, credential: Fak
     assert (pinger._timeout, pinger._attempts) == (1.5, 4)
     assert publisher._endpoint == "https://topic.westeurope-1.eventgrid.azure.net/api/events"
     assert publisher.schema == "cloudevents"
-    assert EventGridPublisher.from_settings(Settings(), credential=None) is None
+    assert build_notifier(Settings(), None, None)._publisher is None  # no topic configured: pings only
     await composite.close()
 
 
 def test_expiry_is_optional_in_event_data() -> None:
     from dataclasses import replace
 
-    from shared.notifiers.eventgrid import event_data
+    from shared.adapters.notifiers.eventgrid import event_data
 
     data = event_data(replace(NOTICE, expires_on=None, rotated_at=datetime(2025, 1, 1) + timedelta(hours=1)))
     assert data["expiresOn"] is None

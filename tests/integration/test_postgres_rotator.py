@@ -20,9 +20,9 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.errors import ConfigurationError, DownstreamError, VerificationFailed
-from shared.model import NewSecret
-from shared.ports import SecretReader
+from shared.domain.errors import ConfigurationError, DownstreamError, VerificationFailed
+from shared.domain.model import NewSecret
+from shared.domain.ports import SecretReader
 from shared.rotators.base import RotationContext, Rotator
 from shared.rotators.postgres import ConnInfo, PostgresRotator, build_conninfo_uri, generate_password
 from tests.support.rotator_context import MemorySecrets, postgres_target, version_of

@@ -31,7 +31,7 @@ import psycopg
 import pytest
 
 from kvemulator import KeyVaultEmulator
-from shared.lease import LEASE_SECONDS
+from shared.adapters.lease import LEASE_SECONDS
 from shared.rotators.jwt_key import new_private_jwk
 from tests.conftest import make_settings
 from tests.integration.rotation_harness import (

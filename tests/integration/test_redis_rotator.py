@@ -18,9 +18,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from shared.errors import ConfigurationError, DownstreamError, VerificationFailed
-from shared.model import NewSecret
-from shared.ports import SecretReader
+from shared.domain.errors import ConfigurationError, DownstreamError, VerificationFailed
+from shared.domain.model import NewSecret
+from shared.domain.ports import SecretReader
 from shared.rotators.base import RotationContext, Rotator
 from shared.rotators.redis import RedisCredential, RedisRotator, generate_password, password_hash
 from tests.support.rotator_context import MemorySecrets, redis_target, version_of

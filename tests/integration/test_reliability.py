@@ -11,9 +11,9 @@ from azure.storage.blob.aio import BlobLeaseClient, BlobServiceClient
 
 from functions.event_grid import handle_event
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Step, Trigger
-from shared.errors import DownstreamError, LeaseLost
+from shared.bootstrap import Container
+from shared.domain.errors import DownstreamError, LeaseLost
+from shared.service.engine import RotationRequest, Step, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     pg_can_login,

@@ -16,12 +16,12 @@ import pytest
 
 from functions.timer import rotation_sweep
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import Outcome, RotationEngine, RotationRequest, Trigger
-from shared.inventory import sweep
-from shared.operator_config import OperatorConfig
-from shared.settings import Settings
-from shared.vault import KeyVaultStore
+from shared.adapters.keyvault import KeyVaultStore
+from shared.bootstrap import Container
+from shared.config.operator_file import OperatorConfig
+from shared.config.settings import Settings
+from shared.service.engine import Outcome, RotationEngine, RotationRequest, Trigger
+from shared.service.sweep import sweep
 from tests.conftest import VAULT, make_settings
 
 RANDOM_TAGS = {"rotation-policy": "random", "rotation-interval-days": "30"}
@@ -210,7 +210,7 @@ async def test_one_secret_whose_vault_calls_keep_failing_is_counted_and_the_rest
     c = Container(make_settings(emulator, azurite, vault_max_retries=0))
     try:
         emulator.faults.add(status=503, times=None, path_regex=r"^/secrets/due-b/")
-        with caplog.at_level(logging.INFO, logger="shared.inventory"):
+        with caplog.at_level(logging.INFO, logger="shared.service.sweep"):
             summary = await sweep(c)
     finally:
         emulator.faults.clear()
@@ -244,7 +244,7 @@ async def test_the_timer_function_sweeps_and_logs_one_summary_line(emulator: Key
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     seed(emulator, "session-encryption-key", days_left=5)
     timer = azure.functions.timer.TimerRequest(past_due=True)
-    with caplog.at_level(logging.INFO, logger="shared.inventory"):
+    with caplog.at_level(logging.INFO, logger="shared.service.sweep"):
         assert await rotation_sweep(timer) is None
     assert len(emulator.versions("session-encryption-key")) == 2
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sweep of")]

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from functions.event_grid import handle_event
 from functions.timer import handle_sweep
 from kvemulator import KeyVaultEmulator, seed_standard
-from shared.container import Container
-from shared.telemetry import SPAN_ROTATION, SPAN_SWEEP, Attr, Metric
+from shared.adapters.telemetry import SPAN_ROTATION, SPAN_SWEEP, Attr, Metric
+from shared.bootstrap import Container
 from tests.integration.test_vertical_slice import near_expiry_event
 from tests.support.telemetry import Capture, capture
 

@@ -25,10 +25,11 @@ from psycopg.conninfo import make_conninfo
 
 from kvemulator import KeyVaultEmulator
 from kvemulator.emulator import KIND_SECRET, KIND_SECRET_VERSION
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger
-from shared.errors import OverlapActive, TagRefused
-from shared.inventory import secret_status, sweep
+from shared.bootstrap import Container
+from shared.domain.errors import OverlapActive, TagRefused
+from shared.service.engine import RotationRequest, Trigger
+from shared.service.sweep import sweep
+from shared.service.views import secret_status
 from tests.integration.rotation_harness import (
     pg_can_login,
     redis_can_auth,

@@ -15,8 +15,8 @@ import pytest
 
 from functions.event_grid import EventResult, handle_event, rotate_on_event
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.errors import VaultUnavailable
+from shared.bootstrap import Container
+from shared.domain.errors import VaultUnavailable
 from shared.rotators.jwt_key import b64url_decode
 from tests.conftest import VAULT, make_settings
 

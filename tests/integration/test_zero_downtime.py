@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger
+from shared.bootstrap import Container
+from shared.service.engine import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     Probe,

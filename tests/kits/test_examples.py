@@ -28,9 +28,9 @@ from psycopg import sql
 
 from examples.backend.app import create_app
 from kvemulator import KeyVaultEmulator
-from shared.model import SecretProperties, SecretVersion
-from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, RotatedNotice
+from shared.adapters.notifiers.http_ping import HttpPingNotifier
+from shared.domain.model import SecretProperties, SecretVersion
+from shared.domain.ports import Consumer, RotatedNotice
 from tests.support import leakscan
 from tests.support.consumer_app import ServerThread, new_webhook_key
 from tests.support.services import PostgresServer, RedisServer

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from kvemulator import KeyVaultEmulator
-from shared.model import SecretProperties, SecretVersion
-from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, RotatedNotice
+from shared.adapters.notifiers.http_ping import HttpPingNotifier
+from shared.domain.model import SecretProperties, SecretVersion
+from shared.domain.ports import Consumer, RotatedNotice
 from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
 from tests.support.services import PostgresServer, RedisServer
 

@@ -2,7 +2,7 @@
 
 The service side is the kit's FastAPI router (and its plain ASGI app) served
 by uvicorn, reading from the Key Vault emulator through the real SDK; the
-rotation side is ``shared.notifiers.http_ping.HttpPingNotifier``. Bearer
+rotation side is ``shared.adapters.notifiers.http_ping.HttpPingNotifier``. Bearer
 tokens come from a local OpenID issuer so Entra validation runs for real.
 """
 
@@ -39,8 +39,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from kvemulator import KeyVaultEmulator
-from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, RotatedNotice
+from shared.adapters.notifiers.http_ping import HttpPingNotifier
+from shared.domain.ports import Consumer, RotatedNotice
 from tests.support.consumer_app import ServerThread, new_webhook_key
 
 KEY_SECRET = "backend-refresh-hmac-key"
@@ -92,7 +92,7 @@ class VaultReader:
         self._client = client
 
     async def get(self, name: str, version: str | None = None) -> Any:
-        from shared.model import SecretProperties, SecretVersion
+        from shared.domain.model import SecretProperties, SecretVersion
 
         secret = await self._client.get(name, use_cache=False)
         return SecretVersion(properties=SecretProperties(name=name, version=secret.version), value=secret.value)

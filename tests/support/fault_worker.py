@@ -19,10 +19,10 @@ import signal
 import sys
 from typing import Any
 
-from shared.container import Container
-from shared.engine import RotationRequest, Step, Trigger
-from shared.errors import RotationError
-from shared.settings import Settings
+from shared.bootstrap import Container
+from shared.config.settings import Settings
+from shared.domain.errors import RotationError
+from shared.service.engine import RotationRequest, Step, Trigger
 
 
 def settings_to_json(settings: Settings) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared.operator_config import DEFAULT_FILE
+from shared.config.operator_file import DEFAULT_FILE
 
 _DIR = Path(tempfile.mkdtemp(prefix="rotation-operator-"))
 _files: dict[int, Path] = {}

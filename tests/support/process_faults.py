@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvemulator import KeyVaultEmulator
-from shared.container import Container
-from shared.engine import RotationRequest, Trigger, intent_secret_name
-from shared.errors import RotationError
-from shared.settings import Settings
+from shared.bootstrap import Container
+from shared.config.settings import Settings
+from shared.domain.errors import RotationError
+from shared.service.engine import RotationRequest, Trigger, intent_secret_name
 from tests.support.fault_worker import settings_to_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import SecretNotFound
-from shared.model import SecretProperties, SecretVersion
-from shared.operator_config import OperatorConfig, PostgresTarget, RedisTarget, Target
-from shared.ports import SecretReader
+from shared.config.operator_file import OperatorConfig, PostgresTarget, RedisTarget, Target
+from shared.domain.errors import SecretNotFound
+from shared.domain.model import SecretProperties, SecretVersion
+from shared.domain.ports import SecretReader
 from shared.rotators.base import RotationContext
 
 

@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from shared.telemetry import OtelTelemetry, attach_log_filter
+from shared.adapters.telemetry import OtelTelemetry, attach_log_filter
 from tests.support import leakscan
 
 KEEP = 20_000  # records kept for the tests to read; the leak scan sees all of them

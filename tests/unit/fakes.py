@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import SecretNotFound
-from shared.model import SecretProperties, SecretVersion
-from shared.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice
+from shared.domain.errors import SecretNotFound
+from shared.domain.model import SecretProperties, SecretVersion
+from shared.domain.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice
 
 
 class FakeStore:
@@ -89,7 +89,7 @@ class FakeLease:
 
     async def ensure(self) -> None:
         if self.lost:
-            from shared.errors import LeaseLost
+            from shared.domain.errors import LeaseLost
 
             raise LeaseLost("lost")
 

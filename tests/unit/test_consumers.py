@@ -1,4 +1,4 @@
-"""ROTATION_CONSUMERS parsing and tag resolution (shared.consumers)."""
+"""ROTATION_CONSUMERS parsing and tag resolution (shared.config.consumers)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.consumers import parse_consumers, resolve_consumers
-from shared.errors import ConfigurationError
-from shared.ports import Consumer
+from shared.config.consumers import parse_consumers, resolve_consumers
+from shared.domain.errors import ConfigurationError
+from shared.domain.ports import Consumer
 
 CONFIG: dict[str, Any] = {
     "consumers": {
@@ -213,7 +213,7 @@ def test_validation_covers_entries_unrelated_to_the_secret() -> None:
 def test_settings_from_env_feed_the_resolver() -> None:
     import json
 
-    from shared.settings import Settings
+    from shared.config.settings import Settings
 
     settings = Settings.from_env({"ROTATION_CONSUMERS": json.dumps(CONFIG)})
     assert names(resolve_consumers(settings.consumers, "jwt-signing-key", "+audit")) == ["bridge", "backend", "audit"]

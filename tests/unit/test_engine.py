@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from shared.engine import RotationEngine, RotationRequest, Step, Tag, Trigger
-from shared.errors import LeaseLost, ManualOnly, NotManaged, PolicyError, Superseded
-from shared.operator_config import OperatorConfig
-from shared.ports import Consumer
+from shared.config.operator_file import OperatorConfig
+from shared.config.settings import Settings
+from shared.domain.errors import LeaseLost, ManualOnly, NotManaged, PolicyError, Superseded
+from shared.domain.ports import Consumer
 from shared.rotators.jwt_key import JwtRotator
 from shared.rotators.random_secret import RandomRotator
-from shared.settings import Settings
+from shared.service.engine import RotationEngine, RotationRequest, Step, Tag, Trigger
 from tests.support.operator_files import base_config
 from tests.unit.fakes import FakeLocker, FakeStore, RecordingNotifier
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from shared.engine import Trigger
-from shared.errors import InvalidRequest, UnclearEvent, VaultNotAllowed
-from shared.events import parse_event
-from shared.settings import Settings
+from shared.config.settings import Settings
+from shared.domain.errors import InvalidRequest, UnclearEvent, VaultNotAllowed
+from shared.service.engine import Trigger
+from shared.service.events import parse_event
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 SETTINGS = Settings(allowed_vaults=("kv-local",))

@@ -7,8 +7,13 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.operator_config import AzureRedisTarget, CognitiveServicesTarget, EntraApplicationTarget, OperatorConfig
+from shared.config.operator_file import (
+    AzureRedisTarget,
+    CognitiveServicesTarget,
+    EntraApplicationTarget,
+    OperatorConfig,
+)
+from shared.domain.errors import ConfigurationError
 
 SUB = "6d0b3c1e-7f52-4a8e-9b31-0c5e2f7a9d10"
 GOOD: dict[str, Any] = {

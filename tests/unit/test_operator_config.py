@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.operator_config import DEFAULT_FILE, OperatorConfig, PostgresTarget, RedisTarget
+from shared.config.operator_file import DEFAULT_FILE, OperatorConfig, PostgresTarget, RedisTarget
+from shared.domain.errors import ConfigurationError
 
 BASE: dict[str, Any] = {
     "version": 1,

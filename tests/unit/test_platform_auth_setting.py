@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import Settings
+from shared.config.settings import Settings
 
 
 @pytest.mark.parametrize("raw", ["True", "true", " TRUE "])

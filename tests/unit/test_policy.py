@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ConfigurationError, PolicyError, TagRefused
-from shared.model import SecretProperties
-from shared.operator_config import OperatorConfig
-from shared.policy import resolve_policy
+from shared.config.operator_file import OperatorConfig
+from shared.domain.errors import ConfigurationError, PolicyError, TagRefused
+from shared.domain.model import SecretProperties
+from shared.domain.policy import resolve_policy
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 SHIPPED = OperatorConfig.load(None, {"ROTATION_POSTGRES_HOST": "db.internal", "ROTATION_POSTGRES_DATABASE": "app",
@@ -18,7 +18,7 @@ SHIPPED = OperatorConfig.load(None, {"ROTATION_POSTGRES_HOST": "db.internal", "R
 def with_patterns(*patterns: dict[str, Any]) -> OperatorConfig:
     import json
 
-    from shared.operator_config import DEFAULT_FILE
+    from shared.config.operator_file import DEFAULT_FILE
 
     data = json.loads(DEFAULT_FILE.read_text())
     data["tagManaged"] = list(patterns)
@@ -170,8 +170,8 @@ async def test_random_rotator_makes_standard_webhooks_keys_the_notifier_accepts(
     """encoding=whsec rotates a ping key (hmacSecret) into the form the notifier and the kits require."""
     from datetime import UTC, datetime
 
-    from shared.errors import ConfigurationError
-    from shared.notifiers.http_ping import whsec_key
+    from shared.adapters.notifiers.http_ping import whsec_key
+    from shared.domain.errors import ConfigurationError
     from shared.rotators.base import RotationContext
     from shared.rotators.random_secret import RandomRotator, generate
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.model import NewSecret
-from shared.operator_config import GENERATORS, LOCAL_ROTATORS, ROTATORS, TAG_OPTIONS, TARGET_KINDS
-from shared.policy import carried_tags, rotator_record
+from shared.config.operator_file import GENERATORS, LOCAL_ROTATORS, ROTATORS, TAG_OPTIONS, TARGET_KINDS
+from shared.config.settings import Settings
+from shared.domain.errors import ConfigurationError
+from shared.domain.model import NewSecret
+from shared.domain.policy import carried_tags, rotator_record
 from shared.rotators.base import Applied, Rotator, normalise_applied
 from shared.rotators.registry import REGISTRY, Deps, build_rotators
-from shared.settings import Settings
 
 
 def test_every_registered_kind_builds_a_rotator_of_that_kind_implementing_the_port() -> None:
@@ -29,7 +29,7 @@ def test_every_registered_kind_builds_a_rotator_of_that_kind_implementing_the_po
 
 def test_building_the_rotators_imports_no_arm_sdk_for_cold_start() -> None:
     code = ("import sys\nfrom shared.rotators.registry import Deps, build_rotators\n"
-            "from shared.settings import Settings\n"
+            "from shared.config.settings import Settings\n"
             "build_rotators(Deps(settings=Settings(), credential=lambda: None))\n"
             "print(sorted(m for m in sys.modules if m.startswith(('azure.mgmt', 'msgraph'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

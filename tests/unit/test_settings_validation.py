@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from functions.timer import DEFAULT_SWEEP_SCHEDULE, SWEEP_SCHEDULE_SETTING
-from shared.consumers import parse_consumers
-from shared.errors import ConfigurationError
-from shared.settings import Settings
-from shared.validation import (
+from shared.config.consumers import parse_consumers
+from shared.config.settings import Settings
+from shared.domain.errors import ConfigurationError
+from shared.domain.validation import (
     KEY_VAULT_NEAR_EXPIRY_DAYS,
     check_url,
     is_secret_name,
@@ -171,7 +171,8 @@ def test_url_checks_never_echo_the_url() -> None:
 
 
 def test_no_module_keeps_its_own_copy_of_the_identifier_patterns() -> None:
-    for path in ("shared/settings.py", "shared/consumers.py", "shared/events.py", "functions/http_api.py"):
+    for path in ("shared/config/settings.py", "shared/config/consumers.py", "shared/service/events.py",
+                 "functions/http_api.py"):
         text = (ROOT / path).read_text()
         assert "{1,127}" not in text and "{32}" not in text and "{1,22}" not in text, path
         assert "urlsplit" not in text, path

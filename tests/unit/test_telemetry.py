@@ -22,15 +22,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from shared.engine import RotationEngine, RotationRequest, Tag, Trigger
-from shared.errors import LeaseLost, ManualOnly, PolicyError
-from shared.inventory import sweep
-from shared.operator_config import OperatorConfig
-from shared.ports import Consumer
-from shared.rotators.jwt_key import JwtRotator
-from shared.rotators.random_secret import RandomRotator
-from shared.settings import Settings
-from shared.telemetry import (
+from shared.adapters.telemetry import (
     NO_TELEMETRY,
     SPAN_ROTATION,
     SPAN_SWEEP,
@@ -42,6 +34,14 @@ from shared.telemetry import (
     configure,
     install,
 )
+from shared.config.operator_file import OperatorConfig
+from shared.config.settings import Settings
+from shared.domain.errors import LeaseLost, ManualOnly, PolicyError
+from shared.domain.ports import Consumer
+from shared.rotators.jwt_key import JwtRotator
+from shared.rotators.random_secret import RandomRotator
+from shared.service.engine import RotationEngine, RotationRequest, Tag, Trigger
+from shared.service.sweep import sweep
 from tests.support import leakscan
 from tests.support.operator_files import base_config
 from tests.support.telemetry import Capture, Point, capture
@@ -330,7 +330,7 @@ async def test_a_near_expiry_event_for_a_manual_secret_tells_the_human_to_rotate
 
 
 def test_classify_maps_the_error_tree_to_outcomes() -> None:
-    from shared.errors import NotManaged, RotationInProgress, VerificationFailed
+    from shared.domain.errors import NotManaged, RotationInProgress, VerificationFailed
 
     assert classify(VerificationFailed("x"), "SecretNearExpiry")[:3] == ("failed", "VerificationFailed", True)
     assert classify(VerificationFailed("x"), "http")[:3] == ("failed", "VerificationFailed", False)
@@ -383,8 +383,8 @@ def test_nothing_configured_means_no_telemetry_and_no_opentelemetry_import() -> 
     import sys
 
     code = (
-        "import sys; import function_app; assert 'shared.telemetry' not in sys.modules; "
-        "from shared.settings import Settings; from shared.telemetry import "
+        "import sys; import function_app; assert 'shared.adapters.telemetry' not in sys.modules; "
+        "from shared.config.settings import Settings; from shared.adapters.telemetry import "
         "_build, NO_TELEMETRY; t = _build(Settings.from_env({})); "
         "assert t is NO_TELEMETRY, t; "
         "loaded = [m for m in sys.modules if m.startswith(('opentelemetry', 'azure.monitor'))]; "
@@ -408,7 +408,7 @@ async def test_the_no_op_telemetry_accepts_every_call() -> None:
 
 
 def test_console_mode_prints_spans_and_metrics(capsys: pytest.CaptureFixture[str]) -> None:
-    from shared.telemetry import _console
+    from shared.adapters.telemetry import _console
 
     t = _console()
     with t.rotation(vault=VAULT, secret="jwt-signing-key", trigger="http"):
@@ -433,7 +433,7 @@ def test_configure_returns_the_installed_telemetry_once_per_process() -> None:
 
 
 def test_settings_read_the_telemetry_mode() -> None:
-    from shared.errors import ConfigurationError
+    from shared.domain.errors import ConfigurationError
 
     assert Settings.from_env({}).telemetry == "auto"
     assert Settings.from_env({"ROTATION_TELEMETRY": "Console"}).telemetry == "console"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from shared.model import SecretProperties, SecretVersion
+from shared.domain.model import SecretProperties, SecretVersion
 
 
 class SecretReader(Protocol):

@@ -87,9 +87,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.errors import ConfigurationError
-from shared.ports import Consumer
-from shared.validation import LOCAL_HOSTS, check_url, is_secret_name, is_vault_name, name_key, normal_vault
+from shared.domain.errors import ConfigurationError
+from shared.domain.ports import Consumer
+from shared.domain.validation import LOCAL_HOSTS, check_url, is_secret_name, is_vault_name, name_key, normal_vault
 
 SETTING = "ROTATION_CONSUMERS"
 TAG = "rotation-consumers"

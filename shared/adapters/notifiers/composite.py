@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-from azure.core.credentials_async import AsyncTokenCredential
+from shared.domain.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice
 
-from shared.notifiers.eventgrid import EventGridPublisher
-from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice, SecretReader
-from shared.settings import Settings
-
-log = logging.getLogger("shared.notifiers")
+log = logging.getLogger("shared.adapters.notifiers")
 
 
 class Pinger(Protocol):
@@ -42,7 +37,7 @@ class Publisher(Protocol):
 
 
 class ConsumerNotifier:
-    """Implements :class:`shared.ports.Notifier` with pings plus an optional event.
+    """Implements :class:`shared.domain.ports.Notifier` with pings plus an optional event.
 
     ``publisher`` is None when no topic is configured; the result's
     ``event_published`` is then None, meaning "not applicable".
@@ -52,25 +47,8 @@ class ConsumerNotifier:
         self._pinger = pinger
         self._publisher = publisher
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        credential: AsyncTokenCredential | None,
-        hmac_keys: SecretReader | None,
-        ping_kwargs: dict[str, Any] | None = None,
-        eventgrid_kwargs: dict[str, Any] | None = None,
-    ) -> ConsumerNotifier:
-        """Wire both halves from settings; the composition root owns ``credential``."""
-        pinger = HttpPingNotifier.from_settings(
-            settings, credential=credential, hmac_keys=hmac_keys, **(ping_kwargs or {})
-        )
-        publisher = EventGridPublisher.from_settings(settings, credential=credential, **(eventgrid_kwargs or {}))
-        return cls(pinger, publisher)
-
     def prepare(self, consumers: Sequence[Consumer]) -> Prepared:
-        """Start reading the pings' HMAC keys (see :class:`shared.ports.Notifier`)."""
+        """Start reading the pings' HMAC keys (see :class:`shared.domain.ports.Notifier`)."""
         return self._pinger.prepare(consumers)
 
     async def notify(
@@ -105,28 +83,6 @@ class ConsumerNotifier:
             return await publisher.publish(notice)
         except Exception as exc:  # a publisher that breaks its promise still must not fail the rotation
             return False, f"unexpected error ({type(exc).__name__})"
-
-
-def build_notifier(
-    settings: Settings,
-    credential: AsyncTokenCredential | None,
-    hmac_keys: SecretReader | None,
-    hmac_vaults: Callable[[str], SecretReader] | None = None,
-) -> ConsumerNotifier:
-    """The composition root's entry point: the production notifier for these settings.
-
-    ``credential`` (owned and closed by the caller) issues Entra tokens for
-    consumers and, without a topic key, for Event Grid; ``hmac_keys`` reads
-    the HMAC key secrets named by ``hmacSecret`` when the consumer names no
-    vault, ``hmac_vaults`` gives the reader of the vault a consumer names
-    (``hmacVault``).
-    """
-    eventgrid_kwargs = {"connection_verify": settings.eventgrid_ca_bundle} if settings.eventgrid_ca_bundle else None
-    ping_kwargs = {"hmac_vaults": hmac_vaults} if hmac_vaults is not None else None
-    return ConsumerNotifier.from_settings(
-        settings, credential=credential, hmac_keys=hmac_keys, ping_kwargs=ping_kwargs,
-        eventgrid_kwargs=eventgrid_kwargs,
-    )
 
 
 def _log_consumer(notice: RotatedNotice, result: ConsumerResult) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
-from shared.errors import LeaseLost, LeaseNotNeeded, RotationInProgress, TransientError
+from shared.domain.errors import LeaseLost, LeaseNotNeeded, RotationInProgress, TransientError
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import BlobLeaseClient, BlobServiceClient

@@ -9,21 +9,22 @@ cold start cheap and lets tests build a container from explicit settings.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.settings import Settings
+from shared.config.settings import Settings
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from shared.engine import RotationEngine, StepHook
-    from shared.lease import BlobLocker
-    from shared.operator_config import OperatorConfig
-    from shared.ports import Consumer, Notifier
+    from shared.adapters.keyvault import KeyVaultStore
+    from shared.adapters.lease import BlobLocker
+    from shared.adapters.notifiers.composite import ConsumerNotifier
+    from shared.adapters.telemetry import Telemetry
+    from shared.config.operator_file import OperatorConfig
+    from shared.domain.ports import Consumer, Notifier, SecretReader
     from shared.rotators.base import Rotator
-    from shared.telemetry import Telemetry
-    from shared.vault import KeyVaultStore
+    from shared.service.engine import RotationEngine, StepHook
 
 
 class Container:
@@ -60,16 +61,16 @@ class Container:
 
         ``${SETTING}`` placeholders in it are filled from the app settings."""
         if self._operator is None:
-            from shared.operator_config import OperatorConfig
+            from shared.config.operator_file import OperatorConfig
 
             self._operator = OperatorConfig.load(self.settings.config_file, os.environ)
         return self._operator
 
     @property
     def telemetry(self) -> Telemetry:
-        """The process-wide telemetry (shared/telemetry.py); off unless configured."""
+        """The process-wide telemetry (shared/adapters/telemetry.py); off unless configured."""
         if self._telemetry is None:
-            from shared.telemetry import configure
+            from shared.adapters.telemetry import configure
 
             self._telemetry = configure(self.settings)
         return self._telemetry
@@ -84,7 +85,7 @@ class Container:
     def credential(self) -> AsyncTokenCredential:
         if self._credential is None:
             if self.settings.vault_credential == "emulator":
-                from shared.credentials import EmulatorCredential
+                from shared.adapters.credentials import EmulatorCredential
 
                 self._credential = EmulatorCredential()
             else:
@@ -99,7 +100,7 @@ class Container:
         if store is None:
             from azure.keyvault.secrets.aio import SecretClient
 
-            from shared.vault import KeyVaultStore
+            from shared.adapters.keyvault import KeyVaultStore
 
             s = self.settings
             client = SecretClient(
@@ -120,8 +121,8 @@ class Container:
         if self._locker is None:
             from azure.storage.blob.aio import BlobServiceClient
 
-            from shared.errors import ConfigurationError
-            from shared.lease import BlobLocker
+            from shared.adapters.lease import BlobLocker
+            from shared.domain.errors import ConfigurationError
 
             s = self.settings
             if s.storage_connection_string:
@@ -148,8 +149,6 @@ class Container:
             self._notifier_built = True
             s = self.settings
             if s.consumers or s.eventgrid_topic_endpoint:
-                from shared.notifiers.composite import build_notifier
-
                 # HMAC keys are read from the vault each consumer names (``hmacVault``, resolved at
                 # start-up to the default vault when omitted); the default-vault reader only serves
                 # consumers built without the catalog (tests, embedders).
@@ -166,7 +165,7 @@ class Container:
         s = self.settings
         if not s.consumers and not tag_value:
             return ()
-        from shared.consumers import parse_consumers
+        from shared.config.consumers import parse_consumers
 
         catalog = parse_consumers(s.consumers, allowed_vaults=s.allowed_vaults, default_vault=s.default_vault)
         return catalog.resolve(secret_name, tag_value)
@@ -174,7 +173,7 @@ class Container:
     @property
     def engine(self) -> RotationEngine:
         if self._engine is None:
-            from shared.engine import RotationEngine
+            from shared.service.engine import RotationEngine
 
             self._engine = RotationEngine(
                 settings=self.settings,
@@ -204,6 +203,43 @@ class Container:
                 await rotator_closer()
         if self._credential is not None:
             await self._credential.close()
+
+
+def build_notifier(
+    settings: Settings,
+    credential: AsyncTokenCredential | None,
+    hmac_keys: SecretReader | None,
+    hmac_vaults: Callable[[str], SecretReader] | None = None,
+) -> ConsumerNotifier:
+    """The production notifier for these settings: consumer pings plus, when a topic is set, the event.
+
+    ``credential`` (owned and closed by the caller) issues Entra tokens for
+    consumers and, without a topic key, for Event Grid; ``hmac_keys`` reads
+    the HMAC key secrets named by ``hmacSecret`` when the consumer names no
+    vault, ``hmac_vaults`` gives the reader of the vault a consumer names
+    (``hmacVault``).
+    """
+    from shared.adapters.notifiers.composite import ConsumerNotifier
+    from shared.adapters.notifiers.eventgrid import EventGridPublisher
+    from shared.adapters.notifiers.http_ping import HttpPingNotifier
+
+    pinger = HttpPingNotifier(
+        credential=credential,
+        hmac_keys=hmac_keys,
+        timeout_seconds=settings.ping_timeout_seconds or 5.0,
+        attempts=settings.ping_attempts,
+        hmac_vaults=hmac_vaults,
+    )
+    publisher = None
+    if settings.eventgrid_topic_endpoint:
+        publisher = EventGridPublisher(
+            settings.eventgrid_topic_endpoint,
+            key=settings.eventgrid_topic_key,
+            credential=credential,
+            schema=settings.eventgrid_schema,
+            **({"connection_verify": settings.eventgrid_ca_bundle} if settings.eventgrid_ca_bundle else {}),
+        )
+    return ConsumerNotifier(pinger, publisher)
 
 
 _container: Container | None = None

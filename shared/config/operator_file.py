@@ -24,7 +24,7 @@ unset is reported when a rotation needs it.
 
 The file is checked as a whole when the app starts; every error names the
 key path at fault (``targets.app-postgres.port: ...``). What tags may still
-say is decided in :mod:`shared.policy`.
+say is decided in :mod:`shared.domain.policy`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from shared import validation
-from shared.errors import ConfigurationError
+from shared.domain import validation
+from shared.domain.errors import ConfigurationError
 from shared.rotators.registry import REGISTRY
 
 FILE_SETTING: Final = "ROTATION_CONFIG_FILE"
-DEFAULT_FILE: Final = Path(__file__).resolve().parent.parent / "rotation.json"
+DEFAULT_FILE: Final = Path(__file__).resolve().parents[2] / "rotation.json"
 SCHEMA_VERSION: Final = 1
 
 MANUAL: Final = "manual"
@@ -55,7 +55,7 @@ TARGET_KINDS: Final = frozenset(t for spec in REGISTRY.values() for t in spec.ta
 
 # Key Vault raises SecretNearExpiry 30 days before `exp`, whatever the app thinks: a new version
 # valid for 30 days or less is born inside that window and the next event arrives at once.
-# Both come from shared.validation, the one definition.
+# Both come from shared.domain.validation, the one definition.
 KEY_VAULT_NEAR_EXPIRY_DAYS: Final = validation.KEY_VAULT_NEAR_EXPIRY_DAYS
 MAX_DAYS: Final = 3650
 

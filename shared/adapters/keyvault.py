@@ -23,8 +23,8 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.errors import InvalidRequest, RotationError, SecretNotFound, VaultUnavailable
-from shared.model import SecretProperties, SecretVersion
+from shared.domain.errors import InvalidRequest, RotationError, SecretNotFound, VaultUnavailable
+from shared.domain.model import SecretProperties, SecretVersion
 
 if TYPE_CHECKING:
     from azure.keyvault.secrets import SecretProperties as SdkProperties

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from urllib.parse import SplitResult, urlsplit
 
-from shared.errors import ConfigurationError
+from shared.domain.errors import ConfigurationError
 
 # Key Vault raises Microsoft.KeyVault.SecretNearExpiry this many days before a
 # version's ``exp``, whatever the app is configured with; it cannot be changed

@@ -2,7 +2,7 @@
 
 Who can write a secret's tags is not who deploys the app: a team that may
 manage one secret can write them. So a tag is data, bounded by the operator
-file (:mod:`shared.operator_config`), never an instruction that widens what
+file (:mod:`shared.config.operator_file`), never an instruction that widens what
 the app touches:
 
 - a secret the file lists gets its rotator, target, options and generator
@@ -29,9 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from shared.errors import PolicyError, TagRefused
-from shared.model import SecretProperties
-from shared.operator_config import (
+from shared.config.operator_file import (
     KEY_VAULT_NEAR_EXPIRY_DAYS,
     MANUAL,
     TAG_OPTIONS,
@@ -41,6 +39,8 @@ from shared.operator_config import (
     TagManaged,
     Target,
 )
+from shared.domain.errors import PolicyError, TagRefused
+from shared.domain.model import SecretProperties
 
 log = logging.getLogger(__name__)
 

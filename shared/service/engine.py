@@ -48,7 +48,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import (
+from shared.config.operator_file import OperatorConfig
+from shared.config.settings import Settings
+from shared.domain.errors import (
     LeaseNotNeeded,
     ManualOnly,
     NotManaged,
@@ -59,10 +61,9 @@ from shared.errors import (
     Superseded,
     VerificationFailed,
 )
-from shared.model import NewSecret, SecretVersion
-from shared.operator_config import OperatorConfig
-from shared.policy import ROTATOR_RECORD_PREFIX, Policy, carried_tags, resolve_policy, rotator_record
-from shared.ports import (
+from shared.domain.model import NewSecret, SecretVersion
+from shared.domain.policy import ROTATOR_RECORD_PREFIX, Policy, carried_tags, resolve_policy, rotator_record
+from shared.domain.ports import (
     Consumer,
     Lease,
     Locker,
@@ -73,7 +74,7 @@ from shared.ports import (
     SecretReader,
     SecretStore,
 )
-from shared.record import (  # noqa: F401 - re-exported: the engine's vocabulary, importable from here too
+from shared.domain.record import (  # noqa: F401 - re-exported: the engine's vocabulary, importable from here too
     ESSENTIAL_RECORD_TAGS,
     EVENT_CLOCK_SLACK,
     INTENT_SUFFIX,
@@ -91,6 +92,7 @@ from shared.record import (  # noqa: F401 - re-exported: the engine's vocabulary
     pending_state,
     utcnow,
 )
+from shared.domain.validation import same_version
 from shared.rotators.base import (
     LivenessRotator,
     RotationContext,
@@ -98,11 +100,9 @@ from shared.rotators.base import (
     SingleCredentialRotator,
     normalise_applied,
 )
-from shared.settings import Settings
-from shared.validation import same_version
 
 if TYPE_CHECKING:
-    from shared.telemetry import Telemetry
+    from shared.adapters.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class RotationEngine:
         self._clock = clock
         self._after_step = after_step
         if telemetry is None:
-            from shared.telemetry import NO_TELEMETRY  # not at import: cold start
+            from shared.adapters.telemetry import NO_TELEMETRY  # not at import: cold start
 
             telemetry = NO_TELEMETRY
         self._telemetry = telemetry
@@ -147,7 +147,7 @@ class RotationEngine:
 
         When nothing is due, the value the vault serves is checked downstream
         (rotators with a liveness check) and repaired under the lease if refused.
-        Traced as one ``rotation`` span with a child per step (shared/telemetry.py)."""
+        Traced as one ``rotation`` span with a child per step (shared/adapters/telemetry.py)."""
         with self._telemetry.rotation(vault=req.vault, secret=req.secret_name, trigger=str(req.trigger)):
             outcome = await self._run(req)
             self._telemetry.finished(outcome)

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import InvalidRequest, UnclearEvent, VaultNotAllowed
-from shared.record import RotationRequest, Trigger
-from shared.settings import Settings
-from shared.validation import is_secret_name, is_vault_name, is_version, name_key, normal_vault, normal_version
+from shared.config.settings import Settings
+from shared.domain.errors import InvalidRequest, UnclearEvent, VaultNotAllowed
+from shared.domain.record import RotationRequest, Trigger
+from shared.domain.validation import is_secret_name, is_vault_name, is_version, name_key, normal_vault, normal_version
 
 HANDLED_TYPES = {
     "microsoft.keyvault.secretnearexpiry": Trigger.NEAR_EXPIRY,

@@ -38,11 +38,10 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 from azure.eventgrid.aio import EventGridPublisherClient
 
-from shared.errors import ConfigurationError
-from shared.notifiers.http_ping import iso8601, notice_fields
-from shared.ports import RotatedNotice
-from shared.settings import Settings
-from shared.validation import check_url
+from shared.adapters.notifiers.http_ping import iso8601, notice_fields
+from shared.domain.errors import ConfigurationError
+from shared.domain.ports import RotatedNotice
+from shared.domain.validation import check_url
 
 EVENT_TYPE = "SecretRotation.SecretRotated"
 DATA_VERSION = "1.0"
@@ -97,21 +96,6 @@ class EventGridPublisher:
         self._schema = schema
         self._client_kwargs = client_kwargs
         self._client: EventGridPublisherClient | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, credential: AsyncTokenCredential | None, **client_kwargs: Any
-    ) -> EventGridPublisher | None:
-        """The publisher for the configured topic, or None when no topic is configured."""
-        if not settings.eventgrid_topic_endpoint:
-            return None
-        return cls(
-            settings.eventgrid_topic_endpoint,
-            key=settings.eventgrid_topic_key,
-            credential=credential,
-            schema=settings.eventgrid_schema,
-            **client_kwargs,
-        )
 
     @property
     def schema(self) -> str:

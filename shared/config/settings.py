@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from shared.errors import ConfigurationError, VaultNotAllowed
-from shared.validation import KEY_VAULT_NEAR_EXPIRY_DAYS, check_url, is_vault_name, normal_vault
+from shared.domain.errors import ConfigurationError, VaultNotAllowed
+from shared.domain.validation import KEY_VAULT_NEAR_EXPIRY_DAYS, check_url, is_vault_name, normal_vault
 
 DEFAULT_VAULT_URL_TEMPLATE = "https://{vault}.vault.azure.net"
 MAX_LEAD_DAYS = 3650
@@ -148,7 +148,7 @@ class Settings:
         near-expiry window, a consumer catalog whose HMAC keys have no vault to be read from."""
         check_lead_days(self.lead_days, self.ENV_NAMES["lead_days"])
         if self.consumers:
-            from shared.consumers import parse_consumers
+            from shared.config.consumers import parse_consumers
 
             parse_consumers(self.consumers, allowed_vaults=self.allowed_vaults, default_vault=self.default_vault)
 

@@ -48,11 +48,11 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from shared.inventory import SweepSummary
-    from shared.model import SecretProperties
-    from shared.policy import Policy
-    from shared.record import Outcome
-    from shared.settings import Settings
+    from shared.config.settings import Settings
+    from shared.domain.model import SecretProperties
+    from shared.domain.policy import Policy
+    from shared.domain.record import Outcome
+    from shared.service.sweep import SweepSummary
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def classify(exc: BaseException, trigger: str) -> tuple[str, str, bool, str]:
     Only our own exception messages are used as the reason: they never carry
     secret material. Anything else is named by its type only.
     """
-    from shared.errors import RotationError, RotationInProgress, TransientError
+    from shared.domain.errors import RotationError, RotationInProgress, TransientError
 
     is_event = trigger in EVENT_TRIGGERS
     if isinstance(exc, RotationError):
@@ -404,7 +404,7 @@ class _OtelSweep(SweepObserver):
         self._pending: dict[str, int] = {}
 
     def secret(self, vault: str, props: SecretProperties, policy: Policy, now: datetime, lead_days: int) -> None:
-        from shared.record import pending_state
+        from shared.domain.record import pending_state
 
         gauges = self._t.gauges
         dims: dict[str, str | bool] = {

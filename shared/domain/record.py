@@ -2,7 +2,7 @@
 
 What a request asks (``RotationRequest``), what an invocation answers
 (``Outcome``), and what the engine writes on each version it creates (``Tag``,
-``State``) live here, apart from the orchestration in :mod:`shared.engine`.
+``State``) live here, apart from the orchestration in :mod:`shared.service.engine`.
 Importing this module costs almost nothing, so the trigger modules name a
 request without loading the engine, its rotators and its adapters at cold start.
 """

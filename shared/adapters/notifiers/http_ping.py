@@ -47,8 +47,7 @@ import aiohttp
 import stamina
 from azure.core.credentials import AccessToken
 
-from shared.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice, SecretReader
-from shared.settings import Settings
+from shared.domain.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice, SecretReader
 
 # Standard Webhooks headers (lowercase as in the specification).
 WEBHOOK_ID_HEADER = "webhook-id"
@@ -246,26 +245,8 @@ class HttpPingNotifier:
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        credential: AsyncTokenSource | None,
-        hmac_keys: SecretReader | None,
-        **kwargs: Any,
-    ) -> HttpPingNotifier:
-        """Build with ``ping_timeout_seconds`` and ``ping_attempts`` from settings."""
-        return cls(
-            credential=credential,
-            hmac_keys=hmac_keys,
-            timeout_seconds=settings.ping_timeout_seconds or 5.0,
-            attempts=settings.ping_attempts,
-            **kwargs,
-        )
-
     def prepare(self, consumers: Sequence[Consumer]) -> _HmacKeys:
-        """Start reading the HMAC keys of these consumers now (see :class:`shared.ports.Notifier`)."""
+        """Start reading the HMAC keys of these consumers now (see :class:`shared.domain.ports.Notifier`)."""
         keys = _HmacKeys(self._hmac_reader, self._hmac_vaults)
         for consumer in consumers:
             if consumer.auth == "hmac" and consumer.hmac_secret:

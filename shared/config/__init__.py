@@ -1,0 +1,1 @@
+"""What the operator declares: app settings, the operator file (rotation.json), the consumer catalog."""
