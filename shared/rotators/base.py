@@ -81,9 +81,7 @@ class Applied:
 ApplyResult = Applied | Mapping[str, str] | None
 
 
-@runtime_checkable
 class Rotator(Protocol):
-    kind: str
     record_tags: ClassVar[int]  # how many ``rotator-*`` tags ``apply`` may record (0: none)
 
     async def create(self, ctx: RotationContext) -> NewSecret:

@@ -62,7 +62,6 @@ def _hint(value: str | None) -> str:
 
 
 class EntraClientSecretRotator(RotatorDefaults):
-    kind = "entra-client-secret"
     record_tags: ClassVar[int] = 1  # rotator-key-id
 
     def __init__(self, credential: Callable[[], AsyncTokenCredential], settings: Settings) -> None:

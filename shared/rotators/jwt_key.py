@@ -95,7 +95,6 @@ def _dump(keys: list[dict[str, Any]]) -> str:
 
 
 class JwtRotator(RotatorDefaults):
-    kind = "jwt"
 
     def __init__(self, max_token_lifetime: timedelta) -> None:
         self.max_token_lifetime = max_token_lifetime

@@ -184,7 +184,6 @@ def same(a: str, b: str) -> bool:
 
 
 class KeySlotRotator(RotatorDefaults):
-    kind = "key-slot"
     record_tags: ClassVar[int] = 1  # rotator-slot
 
     def __init__(self, credential: Callable[[], AsyncTokenCredential], settings: Settings) -> None:

@@ -290,7 +290,6 @@ class PostgresRotator(RotatorDefaults):
     production the default CSPRNG generator is used.
     """
 
-    kind = "postgres"
 
     def __init__(self, password_factory: Callable[[], str] | None = None) -> None:
         self._password_factory = password_factory or generate_password

@@ -103,7 +103,6 @@ def decoded_length(value: str, encoding: str) -> int:
 
 
 class RandomRotator(RotatorDefaults):
-    kind = "random"
 
     async def create(self, ctx: RotationContext) -> NewSecret:
         value = generate(dict(ctx.options))

@@ -230,7 +230,6 @@ class RedisRotator(RotatorDefaults):
     production the default CSPRNG generator is used.
     """
 
-    kind = "redis"
 
     def __init__(self, password_factory: Callable[[], str] | None = None) -> None:
         self._password_factory = password_factory or generate_password
