@@ -43,6 +43,7 @@ from shared.errors import ConfigurationError, RotationError, UnclearEvent
 from shared.settings import Settings
 from tests.conftest import VAULT
 from tests.integration.test_vertical_slice import near_expiry_event
+from tests.support.emulator import latest_of
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 NAME = "jwt-signing-key"
@@ -235,7 +236,7 @@ def worker_event(raw: Any) -> Any:
 def seed_due(emu: KeyVaultEmulator, days_left: int = 10) -> tuple[str, datetime]:
     exp = (datetime.now(UTC) + timedelta(days=days_left)).replace(microsecond=0)
     emu.put(NAME, "bad-input-initial-key-0123456789abcdef", expires_on=exp)
-    return str(emu.latest(NAME)["version"]), exp
+    return str(latest_of(emu, NAME)["version"]), exp
 
 
 def event_for(version: str, exp: datetime) -> dict[str, Any]:
@@ -354,7 +355,7 @@ async def test_managed_secret_with_a_broken_policy_is_retried_not_dropped(
     exp = datetime.now(UTC) + timedelta(days=10)
     emulator.put("team-signing-key", "team-initial-key-0123456789abcdef", expires_on=exp,
                  tags={"rotation-policy": "random", "rotation-interval-days": "0"})
-    version = str(emulator.latest("team-signing-key")["version"])
+    version = str(latest_of(emulator, "team-signing-key")["version"])
     caplog.set_level(logging.WARNING, logger="functions.event_grid")
     event = worker_event(near_expiry_event("team-signing-key", version))
     with pytest.raises(RotationError):

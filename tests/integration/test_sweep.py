@@ -17,9 +17,10 @@ import pytest
 from functions.timer import rotation_sweep
 from kvemulator import KeyVaultEmulator
 from shared.container import Container
-from shared.engine import Outcome, RotationEngine, RotationRequest, Trigger
+from shared.engine import RotationEngine
 from shared.inventory import sweep
 from shared.operator_config import OperatorConfig
+from shared.record import Outcome, RotationRequest, Trigger
 from shared.settings import Settings
 from shared.vault import KeyVaultStore
 from tests.conftest import VAULT, make_settings

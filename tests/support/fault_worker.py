@@ -20,8 +20,8 @@ import sys
 from typing import Any
 
 from shared.container import Container
-from shared.engine import RotationRequest, Step, Trigger
 from shared.errors import RotationError
+from shared.record import RotationRequest, Step, Trigger
 from shared.settings import Settings
 
 

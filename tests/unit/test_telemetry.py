@@ -22,11 +22,12 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from shared.engine import RotationEngine, RotationRequest, Tag, Trigger
+from shared.engine import RotationEngine
 from shared.errors import LeaseLost, ManualOnly, PolicyError
 from shared.inventory import sweep
 from shared.operator_config import OperatorConfig
 from shared.ports import Consumer
+from shared.record import RotationRequest, Tag, Trigger
 from shared.rotators.jwt_key import JwtRotator
 from shared.rotators.random_secret import RandomRotator
 from shared.settings import Settings
@@ -73,6 +74,7 @@ class Exported:
 
     def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
         ctx = parent.get_span_context()
+        assert ctx is not None, "a finished span has a context"
         return sorted((s for s in self.spans if s.parent is not None and s.parent.span_id == ctx.span_id),
                       key=lambda s: s.start_time or 0)
 
@@ -218,7 +220,8 @@ async def test_a_rotation_is_one_span_with_a_child_per_step_carrying_every_attri
     assert attrs[Attr.VERSION] == latest.version
     assert attrs[Attr.PREVIOUS_VERSION] == store.versions["session-encryption-key"][0].version
     assert attrs[Attr.OUTCOME] == "rotated"
-    assert attrs[Attr.REASON].startswith("rotated (")
+    reason = attrs[Attr.REASON]
+    assert isinstance(reason, str) and reason.startswith("rotated (")
     assert attrs[Attr.STATE] == "notified"
     for child in out.children(root):
         assert dict(child.attributes or {})[Attr.STEP] == child.name.removeprefix("rotation.")
@@ -276,7 +279,8 @@ async def test_a_skip_is_one_span_without_steps_and_counted_as_skipped(cap: Capt
     assert out.children(root) == []
     attrs = dict(root.attributes or {})
     assert attrs[Attr.OUTCOME] == "skipped"
-    assert attrs[Attr.REASON].startswith("duplicate")
+    reason = attrs[Attr.REASON]
+    assert isinstance(reason, str) and reason.startswith("duplicate")
     assert attrs[Attr.ROTATOR] == "random"
     assert root.status.status_code != StatusCode.ERROR
     [run] = out.points_named(Metric.RUNS)
