@@ -29,7 +29,7 @@ from kvemulator import KeyVaultEmulator
 from shared.container import Container, set_container
 from shared.errors import DownstreamError
 from shared.model import NewSecret, RetireResult, SecretVersion
-from shared.rotators.base import RotationContext, RotatorDefaults
+from shared.rotators.base import RotationContext, Rotator, RotatorDefaults
 from shared.settings import Settings
 from tests.conftest import VAULT, make_settings
 from tests.support import operator_files
@@ -347,7 +347,7 @@ async def test_key_vault_failing_beyond_retries_is_503_without_secret_material(e
     assert_no_value(resp, emulator)
 
 
-class _FailingRotator(RotatorDefaults):
+class _FailingRotator(RotatorDefaults, Rotator):
     """Stands in for a rotator whose downstream system is down (or buggy)."""
 
     kind = "random"

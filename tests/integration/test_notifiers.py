@@ -29,8 +29,8 @@ from shared.errors import SecretNotFound
 from shared.model import SecretProperties, SecretVersion
 from shared.notifiers.composite import ConsumerNotifier, build_notifier
 from shared.notifiers.eventgrid import EVENT_TYPE, EventGridPublisher
-from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, RotatedNotice
+from shared.notifiers.http_ping import AsyncTokenSource, HttpPingNotifier
+from shared.ports import Consumer, RotatedNotice, SecretReader
 from tests.support.consumer_app import ConsumerApp, ConsumerServer
 from tests.support.eventgrid_sink import EventGridSink
 
@@ -64,7 +64,7 @@ EXPECTED_BODY = {
 }
 
 
-class FakeVault:
+class FakeVault(SecretReader):
     """In-memory Key Vault: the notifier's SecretReader and the consumers' reader."""
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ class FakeVault:
         return self.secrets[name]
 
 
-class FakeCredential:
+class FakeCredential(AsyncTokenSource):
     """An async token credential of our own: hands out a recognisable token per scope."""
 
     def __init__(self) -> None:

@@ -18,7 +18,7 @@ from functions.timer import rotation_sweep
 from kvemulator import KeyVaultEmulator
 from shared.container import Container
 from shared.engine import RotationEngine
-from shared.inventory import sweep
+from shared.inventory import SweepDeps, sweep
 from shared.operator_config import OperatorConfig
 from shared.record import Outcome, RotationRequest, Trigger
 from shared.settings import Settings
@@ -134,9 +134,13 @@ class _CountingEngine:
 
 
 @dataclass
-class _Deps:
+class _Deps(SweepDeps):
     container: Container
-    engine: Any
+    counting: _CountingEngine
+
+    @property
+    def engine(self) -> Any:  # the counting wrapper has just the engine calls the sweep makes
+        return self.counting
 
     @property
     def settings(self) -> Settings:

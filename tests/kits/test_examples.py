@@ -30,7 +30,7 @@ from examples.backend.app import create_app
 from kvemulator import KeyVaultEmulator
 from shared.model import SecretProperties, SecretVersion
 from shared.notifiers.http_ping import HttpPingNotifier
-from shared.ports import Consumer, RotatedNotice
+from shared.ports import Consumer, RotatedNotice, SecretReader
 from tests.support import leakscan
 from tests.support.consumer_app import ServerThread, new_webhook_key
 from tests.support.services import PostgresServer, RedisServer, redis_command
@@ -43,7 +43,7 @@ def secret(value: str) -> str:
     return value
 
 
-class Reader:
+class Reader(SecretReader):
     def __init__(self, client: CachedSecretClient) -> None:
         self._client = client
 

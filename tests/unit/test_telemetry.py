@@ -24,7 +24,7 @@ from opentelemetry.trace import StatusCode
 
 from shared.engine import RotationEngine
 from shared.errors import LeaseLost, ManualOnly, PolicyError
-from shared.inventory import sweep
+from shared.inventory import SweepDeps, sweep
 from shared.operator_config import OperatorConfig
 from shared.ports import Consumer
 from shared.record import RotationRequest, Tag, Trigger
@@ -178,13 +178,24 @@ async def manual_secret_near_expiry(c: Capture) -> Exported:
     return exported(c, store)
 
 
-class SweepDeps:
+class FakeSweepDeps(SweepDeps):
     def __init__(self, store: FakeStore, telemetry: Telemetry) -> None:
-        self.settings = Settings(allowed_vaults=(VAULT,))
-        self.operator = OPERATOR
+        self._settings = Settings(allowed_vaults=(VAULT,))
         self._store = store
         self.telemetry = telemetry
-        self.engine = engine(store, telemetry, clock=lambda: datetime.now(UTC))  # the sweep decides on real time
+        self._engine = engine(store, telemetry, clock=lambda: datetime.now(UTC))  # the sweep decides on real time
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def operator(self) -> OperatorConfig:
+        return OPERATOR
+
+    @property
+    def engine(self) -> RotationEngine:
+        return self._engine
 
     def store(self, vault: str) -> FakeStore:
         return self._store
@@ -196,7 +207,7 @@ async def sweep_a_vault(c: Capture) -> Exported:
     store.seed("session-encryption-key", "old-value-123", expires_on=now + timedelta(days=10))  # overdue
     store.seed("jwt-signing-key", "jwt-key-value-1", expires_on=now + timedelta(days=50))  # not due
     store.seed("openai-api-key", "sk-provider-key-1", expires_on=now + timedelta(days=12))  # manual only
-    deps = SweepDeps(store, c.telemetry)
+    deps = FakeSweepDeps(store, c.telemetry)
     summary = await sweep(deps)
     assert summary.rotated == 1
     return exported(c, store)
