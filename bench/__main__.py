@@ -34,10 +34,11 @@ from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
 from shared.config.operator_file import OperatorConfig
 from shared.config.settings import Settings
+from shared.domain.record import RotationRequest, Trigger
 from shared.rotators.postgres import generate_password
-from shared.service.engine import RotationRequest, Trigger
 from shared.service.views import plan
 from tests.support.consumer_app import ConsumerApp, ConsumerServer
+from tests.support.emulator import latest_of
 from tests.support.operator_files import base_config
 from tests.support.services import Azurite, PostgresServer
 
@@ -176,7 +177,7 @@ async def _no_read(name: str) -> tuple[str, str]:
 
 async def b2_duplicate(rounds: int, emu: KeyVaultEmulator, azurite: Azurite) -> Figure:
     emu.put("jwt-signing-key", "bench-initial-jwt-signing-key-0123456789abcdef")
-    old = str(emu.latest("jwt-signing-key")["version"])
+    old = str(latest_of(emu, "jwt-signing-key")["version"])
     container = Container(settings_for(emu, azurite), operator=operator_for())
     event = {"id": str(uuid.uuid4()), "eventType": "Microsoft.KeyVault.SecretNearExpiry", "subject": "jwt-signing-key",
              "topic": f"/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{VAULT}",

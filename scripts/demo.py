@@ -31,6 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import azure.functions as func
@@ -46,13 +47,18 @@ from shared.bootstrap import Container, set_container
 from shared.config.operator_file import DEFAULT_FILE, OperatorConfig
 from shared.config.settings import Settings
 from shared.domain.policy import resolve_policy
-from tests.support.services import Azurite, PostgresServer, RedisServer
+from tests.support.services import Azurite, PostgresServer, RedisServer, redis_command
 
 VAULT = "kv-demo"
 ROTATING = ("jwt-signing-key", "database-connection-string", "redis-password", "session-encryption-key",
             "azure-openai-api-key", "foundry-api-key", "api-gateway-client-secret")
 SUBSCRIPTION = "6d0b3c1e-7f52-4a8e-9b31-0c5e2f7a9d10"
 TENANT = "5f6c1a0e-3b7d-4e2a-9c41-8d2f0b6e7a13"
+
+
+def _fixed(value: str) -> Callable[[], str]:
+    """Seeds the value the local server was set up with, not a fresh random one."""
+    return lambda: value
 
 
 def _fmt(ts: object) -> str:
@@ -76,7 +82,7 @@ def _downstream(pg: PostgresServer, rs: RedisServer) -> dict[str, str]:
             conn.execute(sql.SQL("ALTER ROLE {} SET role = app_owner").format(sql.Identifier(role)))
         conn.execute(sql.SQL("ALTER ROLE app_blue PASSWORD {}").format(sql.Literal(pg_password)))
     client = rs.client()
-    client.execute_command("ACL", "SETUSER", "app", "on", f">{redis_password}", "~*", "&*", "+@all")
+    redis_command(client, "ACL", "SETUSER", "app", "on", f">{redis_password}", "~*", "&*", "+@all")
     client.close()
     return {
         "database-connection-string": pg.dsn("app_blue", pg_password),
@@ -170,7 +176,7 @@ def main() -> int:
         azure_values, azure_env, accounts, gateway = _azure(doubles)
         values |= azure_values
         inventory = [
-            SecretSpec(spec.name, (lambda v=values[spec.name]: v), spec.expires_in_days, spec.content_type, spec.tags)
+            SecretSpec(spec.name, _fixed(values[spec.name]), spec.expires_in_days, spec.content_type, spec.tags)
             if spec.name in values else spec
             for spec in standard_inventory()
         ]

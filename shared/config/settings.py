@@ -94,8 +94,12 @@ def _json(raw: str | None, name: str) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting the app reads. Names of the environment variables are in
-    ``ENV_NAMES`` and documented in ``local.settings.example.json``."""
+    """The app settings, read once from the environment by :meth:`from_env`.
+
+    ``ENV_NAMES`` maps each field to its variable (the retry back-off fields have
+    none: only tests shorten them); ``local.settings.example.json`` explains those
+    an operator sets. Read elsewhere: the sweep's schedule (by the host, from the
+    timer binding) and the operator file's ``${...}`` placeholders."""
 
     allowed_vaults: tuple[str, ...] = ()
     vault_url_template: str = DEFAULT_VAULT_URL_TEMPLATE

@@ -8,7 +8,7 @@ while the message itself never carries secret material.
 
 ::
 
-    RotationError                      base; .retryable says whether a redelivery may succeed
+    RotationError                      base; which branch says whether a redelivery may succeed
     ├── PermanentError                 retrying will not help (acknowledge the event, 4xx)
     │   ├── InvalidRequest             malformed event, body or name           -> 400
     │   ├── VaultNotAllowed            vault not on the allow-list             -> 403
@@ -38,7 +38,6 @@ from __future__ import annotations
 class RotationError(Exception):
     """Base of every project error. Messages must never contain secret values."""
 
-    retryable: bool = False
     http_status: int = 500
     code: str = "RotationError"
 
@@ -48,7 +47,6 @@ class RotationError(Exception):
 
 
 class PermanentError(RotationError):
-    retryable = False
     http_status = 400
     code = "PermanentError"
 
@@ -115,7 +113,6 @@ class Forbidden(PermanentError):
 
 
 class TransientError(RotationError):
-    retryable = True
     http_status = 503
     code = "TransientError"
 

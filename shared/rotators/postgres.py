@@ -73,9 +73,6 @@ ROLE_NAME_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 URI_SCHEMES: Final = ("postgresql", "postgres")
 DEFAULT_CONTENT_TYPE: Final = "application/x-postgresql-conninfo"
 
-# Symbols chosen to exercise every quoting layer (URI percent-encoding, libpq
-# key=value escaping) on every rotation, not only in tests.
-
 
 # --------------------------------------------------------------------------
 # connection strings

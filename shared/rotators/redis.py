@@ -59,8 +59,6 @@ DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_CONTENT_TYPE: Final = "text/plain"
 USER_RE: Final = re.compile(r"^[^\s\x00-\x1f\x7f]{1,256}$")
 
-# Symbols that exercise URL quoting on every rotation, not only in tests.
-
 
 def password_hash(password: str) -> str:
     """The form Redis stores a password in (``ACL GETUSER`` shows these)."""
@@ -411,8 +409,8 @@ class RedisRotator(RotatorDefaults):
 
     @staticmethod
     def _record(new: NewSecret, persisted: Mapping[str, str]) -> None:
-        # NewSecret is frozen but its state is the dict create() built; it is
-        # logged by the engine, and persistence outcomes are safe to log.
+        # NewSecret is frozen, but its state is the mutable dict create() built: the
+        # per-node persistence outcome goes there (nodes and modes, never a password).
         if isinstance(new.state, MutableMapping):
             new.state["persisted"] = dict(persisted)
         if any(outcome == "failed" for outcome in persisted.values()):

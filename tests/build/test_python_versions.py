@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ SUPPORTED = ["3.11", "3.12", "3.13"]
 
 
 @cache
-def parse(path: Path) -> dict[str, Any]:
+def parse(path: Path) -> Mapping[str, Any]:
     return BicepParser().parse(file_path=path)
 
 

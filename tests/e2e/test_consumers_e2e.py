@@ -46,12 +46,13 @@ from keyvault_rotation_kit import CachedSecretClient, JwtKeyRing
 from examples.backend.app import create_app
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
-from shared.service.engine import RotationRequest, Trigger
+from shared.domain.record import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import setup_postgres_alternating, setup_redis
 from tests.support import leakscan
 from tests.support.consumer_app import ServerThread, new_webhook_key
-from tests.support.services import PostgresServer, RedisServer, free_port
+from tests.support.emulator import latest_of
+from tests.support.services import PostgresServer, RedisServer, free_port, redis_command
 
 pytestmark = pytest.mark.skipif(os.environ.get("E2E_CONSUMERS") != "1", reason="run with make e2e-consumers")
 
@@ -172,6 +173,7 @@ class Load:
     async def worker(self, url: str) -> None:
         while not self._stop.is_set():
             token = self._token  # may have been issued up to a second before a rotation
+            status: int | str  # the HTTP status, or the name of the error that prevented one
             try:
                 async with self._http.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
                     await response.read()
@@ -207,9 +209,9 @@ async def replica_versions(http: aiohttp.ClientSession, replicas: list[str], nam
 async def watch_convergence(emulator: KeyVaultEmulator, http: aiohttp.ClientSession, replicas: list[str],
                             name: str, samples: list[float], stop: asyncio.Event,
                             first: list[float] | None = None) -> None:
-    seen = str(emulator.latest(name)["version"])  # type: ignore[index]
+    seen = str(latest_of(emulator, name)["version"])
     while not stop.is_set():
-        latest = str(emulator.latest(name)["version"])  # type: ignore[index]
+        latest = str(latest_of(emulator, name)["version"])
         if latest == seen:
             await asyncio.sleep(0.005)
             continue
@@ -224,7 +226,7 @@ async def watch_convergence(emulator: KeyVaultEmulator, http: aiohttp.ClientSess
             if all(v == latest for v in versions):
                 samples.append((time.monotonic() - committed) * 1000)
                 break
-            if str(emulator.latest(name)["version"]) != latest:  # type: ignore[index]
+            if str(latest_of(emulator, name)["version"]) != latest:
                 break  # rotated again before converging (cannot happen: the overlap blocks it)
             await asyncio.sleep(0.005)
 
@@ -272,8 +274,8 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
     emulator.put("bridge-refresh-hmac-key", new_webhook_key())
     channel_password = secrets.token_urlsafe(18)
     leakscan.register([channel_password])
-    redis.client().execute_command("ACL", "SETUSER", "fanout", "on", f">{channel_password}", "~kv-rotation:*",
-                                   "&kv-rotation:*", "+@all")
+    redis_command(redis.client(), "ACL", "SETUSER", "fanout", "on", f">{channel_password}", "~kv-rotation:*",
+                  "&kv-rotation:*", "+@all")
     emulator.put("fanout-redis-url", f"redis://fanout:{channel_password}@{redis.host}:{redis.port}/0")
 
     backends = []

@@ -25,6 +25,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ FORBIDDEN_SETTINGS = {
 
 
 @cache
-def parse(path: Path) -> dict[str, Any]:
+def parse(path: Path) -> Mapping[str, Any]:
     return BicepParser().parse(file_path=path)
 
 
@@ -102,7 +103,8 @@ def body(block: dict[str, Any]) -> dict[str, Any]:
     config = block["config"]
     while isinstance(config, dict) and "config" in config and ("loop_type" in config or "condition" in config):
         config = config["config"]
-    return config
+    found: dict[str, Any] = config
+    return found
 
 
 def resources(path: Path, type_: str | None = None) -> dict[str, dict[str, Any]]:
@@ -157,7 +159,8 @@ def role_id_of(assignment: dict[str, Any], path: Path) -> str:
 
 
 def load_settings_contract() -> dict[str, dict[str, str]]:
-    return json.loads((INFRA / "app-settings.json").read_text(encoding="utf-8"))
+    contract: dict[str, dict[str, str]] = json.loads((INFRA / "app-settings.json").read_text(encoding="utf-8"))
+    return contract
 
 
 # ----------------------------------------------------------------- parsing
@@ -180,7 +183,8 @@ def test_every_module_reference_exists() -> None:
 
 
 def app_settings() -> dict[str, Any]:
-    return var_value(INFRA / "main.bicep", "appSettings")
+    settings: dict[str, Any] = var_value(INFRA / "main.bicep", "appSettings")
+    return settings
 
 
 def test_app_settings_match_the_contract_exactly() -> None:
@@ -222,7 +226,7 @@ def test_the_deployment_never_fakes_a_platform_setting() -> None:
 def test_contract_covers_every_setting_the_code_reads() -> None:
     sys.path.insert(0, str(ROOT))
     try:
-        from shared.config.settings import Settings  # type: ignore[import-not-found]
+        from shared.config.settings import Settings
     except ImportError as exc:  # pragma: no cover - the app package moved
         pytest.skip(f"shared.config.settings not importable: {exc}")
     finally:
@@ -438,7 +442,9 @@ def test_no_secrets_officer_and_no_vault_wide_write_remains() -> None:
         assert KEY_VAULT_SECRETS_OFFICER not in path.read_text(encoding="utf-8"), path.name
     for path, name, res in all_role_assignments():
         config = body(res)
-        if resources(path)[symbol_of(config["scope"])]["type"] == VAULT_TYPE:
+        scope = symbol_of(config["scope"])
+        assert scope is not None, f"{path.name}:{name} is not scoped to a resource"
+        if resources(path)[scope]["type"] == VAULT_TYPE:
             role = role_id_of(config, path)
             assert role == SECRET_METADATA_READER or (path.name, name) in OPT_IN_BROAD_GRANTS, (
                 f"{path.name}:{name} grants {role} on a whole vault"
@@ -703,7 +709,9 @@ def test_the_apps_storage_rights_are_per_container() -> None:
     by_container: dict[str, set[str]] = {}
     for name, res in resources(path, "Microsoft.Authorization/roleAssignments").items():
         config = body(res)
-        target = declared[symbol_of(config["scope"])]
+        scope = symbol_of(config["scope"])
+        assert scope is not None, f"{path.name}:{name} is not scoped to a resource"
+        target = declared[scope]
         if (path.name, name) in OPT_IN_BROAD_GRANTS or not target["type"].startswith("Microsoft.Storage"):
             continue
         assert target["type"] == CONTAINER and condition_of(res) is None
@@ -810,7 +818,7 @@ def indexed_functions() -> dict[str, dict[str, Any]]:
 
     sys.path.insert(0, str(ROOT))
     try:
-        import function_app  # type: ignore[import-not-found]
+        import function_app
 
         app = importlib.reload(function_app).app  # get_functions() works once per app object
     except ImportError as exc:  # pragma: no cover - app not importable here
@@ -895,7 +903,8 @@ def test_vnet_integration_is_optional_and_delegated_to_container_apps_environmen
 
 
 def main_parameters() -> dict[str, dict[str, Any]]:
-    return parse(INFRA / "main.bicep")["parameters"]
+    parameters: dict[str, dict[str, Any]] = parse(INFRA / "main.bicep")["parameters"]
+    return parameters
 
 
 def test_azd_parameters_file_maps_onto_main_bicep() -> None:

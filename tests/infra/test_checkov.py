@@ -121,7 +121,8 @@ def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[
 
 
 def results(report: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return report["results"].get(kind, [])
+    found: list[dict[str, Any]] = report["results"].get(kind, [])
+    return found
 
 
 def test_every_bicep_file_was_parsed(checkov_report: tuple[int, dict[str, Any]]) -> None:

@@ -19,7 +19,8 @@ import redis
 
 from kvemulator import KeyVaultEmulator
 from tests.support import leakscan, operator_files
-from tests.support.services import PostgresServer, RedisServer, no_retry
+from tests.support.emulator import latest_of
+from tests.support.services import PostgresServer, RedisServer, no_retry, redis_command
 
 
 def pg_can_login(conninfo: str) -> bool:
@@ -76,7 +77,7 @@ class Probe:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            value = str(self.emulator.latest(self.secret)["value"])
+            value = str(latest_of(self.emulator, self.secret)["value"])
             self.attempts += 1
             if not self.check(value):
                 self.failures.append(time.monotonic())
@@ -129,7 +130,7 @@ def declare_postgres(emu: KeyVaultEmulator, pg: PostgresServer, secret: str, *, 
     operator_files.declare(
         emu,
         admin_secrets=["pg-admin"],
-        targets={name: postgres_target(pg, strategy=strategy, roles=roles, owner_role=owner_role, **more)},
+        targets={name: {**postgres_target(pg, strategy=strategy, roles=roles, owner_role=owner_role), **more}},
         secrets={secret: {"rotator": "postgres", "target": name, "intervalDays": interval_days}},
     )
     return name
@@ -157,7 +158,7 @@ def setup_redis(emu: KeyVaultEmulator, server: RedisServer, *, secret: str = "re
         password = "initial-" + uuid.uuid4().hex
         user = f"svc_{uuid.uuid4().hex[:6]}"
         client = server.client()
-        client.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
+        redis_command(client, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
         client.close()
         value = f"redis://{user}:{password}@{server.host}:{server.port}/0"
     else:
@@ -182,7 +183,7 @@ def declare_redis(emu: KeyVaultEmulator, server: RedisServer, secret: str, *, us
     operator_files.declare(
         emu,
         admin_secrets=["redis-admin"],
-        targets={name: redis_target(server, user=user, **more)},
+        targets={name: {**redis_target(server, user=user), **more}},
         secrets={secret: {"rotator": "redis", "target": name, "intervalDays": interval_days}},
     )
     return name

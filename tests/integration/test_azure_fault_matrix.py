@@ -23,7 +23,7 @@ from azuredoubles import AzureDoubles
 from azuredoubles.doubles import GENERATED
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
-from shared.service.engine import RotationRequest, Step, Trigger
+from shared.domain.record import RotationRequest, Step, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import rotation_ids
 from tests.support import leakscan
@@ -36,6 +36,7 @@ from tests.support.azure_targets import (
     setup_cognitive,
     setup_entra,
 )
+from tests.support.emulator import latest_of
 from tests.support.services import RedisServer
 
 STEPS = [Step.CREATE, Step.APPLY, Step.VERIFY, Step.COMMIT, Step.NOTIFY, Step.RETIRE]
@@ -87,8 +88,8 @@ async def test_azure_rotator_crash_after_step_then_redelivery_converges_without_
         kind: str, step: Step, emulator: KeyVaultEmulator, azurite: Any, doubles: AzureDoubles,
         redis_server_fresh: RedisServer) -> None:
     cell = make_cell(kind, emulator, doubles, redis_server_fresh)
-    first = str(emulator.latest(cell.secret)["value"])
-    version = str(emulator.latest(cell.secret)["version"])
+    first = str(latest_of(emulator, cell.secret)["value"])
+    version = str(latest_of(emulator, cell.secret)["version"])
     request = RotationRequest(VAULT, cell.secret, Trigger.NEAR_EXPIRY, event_version=version)
 
     async def crash(at: Step, req: RotationRequest) -> None:
@@ -100,13 +101,13 @@ async def test_azure_rotator_crash_after_step_then_redelivery_converges_without_
     try:
         with pytest.raises(Crash):
             await crashing.engine.run(request)
-        served = str(emulator.latest(cell.secret)["value"])
+        served = str(latest_of(emulator, cell.secret)["value"])
         assert cell.works(served), "the vault serves a value that does not work (lockout)"
 
         await healthy.engine.run(request)  # Event Grid redelivers the same event
-        if emulator.latest(cell.secret)["tags"].get("rotated-state") != "retired":
+        if latest_of(emulator, cell.secret)["tags"].get("rotated-state") != "retired":
             await healthy.engine.complete_pending(VAULT, cell.secret)
-        latest = emulator.latest(cell.secret)
+        latest = latest_of(emulator, cell.secret)
         served = str(latest["value"])
         assert latest["tags"].get("rotated-state") == "retired", "rotation never converged"
         assert cell.works(served), "the converged value does not work"

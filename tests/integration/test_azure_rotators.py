@@ -21,7 +21,7 @@ from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
 from shared.config.operator_file import OperatorConfig
 from shared.domain.errors import ConfigurationError, DownstreamError, PolicyError, VerificationFailed
-from shared.service.engine import RotationRequest, Trigger
+from shared.domain.record import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.support import leakscan, operator_files
 from tests.support.azure_targets import (
@@ -33,6 +33,7 @@ from tests.support.azure_targets import (
     setup_cognitive,
     setup_entra,
 )
+from tests.support.emulator import latest_of
 from tests.support.services import RedisServer
 
 
@@ -117,7 +118,7 @@ async def test_entra_secret_is_added_with_the_version_expiry_verified_and_the_pr
     assert outcome.state == "notified"
     assert entra_works(entra, value) and entra_works(entra, first), "both valid during the overlap"
     added = next(p for p in entra.passwords if p["keyId"] == tags["rotator-key-id"])
-    expiry = datetime.fromtimestamp(emulator.latest("api-gateway-client-secret")["attributes"]["exp"], UTC)
+    expiry = datetime.fromtimestamp(latest_of(emulator, "api-gateway-client-secret")["attributes"]["exp"], UTC)
     assert added["endDateTime"] == expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert doubles.count("/removePassword") == 0, "nothing removed before retirement"
     assert doubles.count("/oauth2/v2.0/token") == 1, "the new secret was proven with a token request"
@@ -176,7 +177,7 @@ async def test_a_forged_record_tag_cannot_make_retirement_remove_the_credential_
         await waiting.engine.run(http("api-gateway-client-secret"))
     finally:
         await waiting.aclose()
-    version = emulator.latest("api-gateway-client-secret")
+    version = latest_of(emulator, "api-gateway-client-secret")
     value, tags = str(version["value"]), dict(version["tags"])
     # Someone who may write tags points the record at nothing real: the credential in force survives.
     emulator.update("api-gateway-client-secret", str(version["version"]),
@@ -216,7 +217,7 @@ def test_the_operator_file_refuses_a_target_of_the_wrong_kind_or_a_non_https_end
 async def test_a_secret_with_too_many_tags_for_the_record_is_refused_before_anything_happens(
         emulator: KeyVaultEmulator, doubles: AzureDoubles, app: Container) -> None:
     setup_cognitive(emulator, doubles)
-    value = str(emulator.latest("azure-openai-api-key")["value"])
+    value = str(latest_of(emulator, "azure-openai-api-key")["value"])
     emulator.put("azure-openai-api-key", value, tags={f"team-{i}": "x" for i in range(9)})
     with pytest.raises(PolicyError, match="needs 7"):
         await app.engine.run(http("azure-openai-api-key"))

@@ -22,12 +22,13 @@ import trustme
 
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
+from shared.domain.record import RotationRequest, Trigger
 from shared.rotators.jwt_key import b64url_decode
-from shared.service.engine import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import redis_can_auth, setup_redis
 from tests.support import leakscan
 from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
+from tests.support.emulator import latest_of
 from tests.support.eventgrid_sink import EventGridSink
 from tests.support.services import RedisServer
 
@@ -115,7 +116,7 @@ async def test_without_the_ping_the_consumer_keeps_the_old_value_and_the_old_cre
     try:
         outcome = await container.engine.run(RotationRequest(VAULT, "redis-password", Trigger.HTTP))
         assert outcome.status == "rotated" and outcome.state == "notified"
-        assert emulator.latest("redis-password")["tags"]["rotated-pending"] == "backend"
+        assert latest_of(emulator, "redis-password")["tags"]["rotated-pending"] == "backend"
         # Its cache holds the old value for the hour; the old password keeps working meanwhile.
         value, version = await app.secret()
         assert version == old_version and redis_can_auth(redis_server_fresh, value)
@@ -144,7 +145,7 @@ async def test_jwt_consumer_verifies_tokens_signed_with_the_new_key_after_the_pi
         try:
             outcome = await container.engine.run(RotationRequest(VAULT, "jwt-signing-key", Trigger.HTTP))
             assert outcome.status == "rotated"
-            new_key = b64url_decode(str(emulator.latest("jwt-signing-key")["value"]))
+            new_key = b64url_decode(str(latest_of(emulator, "jwt-signing-key")["value"]))
             token = pyjwt.encode({"sub": "user-1"}, new_key, algorithm="HS256")
             value, _ = await app.secret()
             assert pyjwt.decode(token, b64url_decode(value), algorithms=["HS256"])["sub"] == "user-1"

@@ -26,6 +26,7 @@ from tests.conftest import VAULT, make_settings
 from tests.integration.test_bad_input_events import worker_event
 from tests.integration.test_vertical_slice import near_expiry_event
 from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
+from tests.support.emulator import latest_of
 
 NAME = "jwt-signing-key"
 
@@ -33,7 +34,7 @@ NAME = "jwt-signing-key"
 def seed(emu: KeyVaultEmulator, days_left: float = 10) -> tuple[str, datetime]:
     exp = (datetime.now(UTC) + timedelta(days=days_left)).replace(microsecond=0)
     emu.put(NAME, "rules-initial-key-0123456789abcdef", expires_on=exp)
-    return str(emu.latest(NAME)["version"]), exp
+    return str(latest_of(emu, NAME)["version"]), exp
 
 
 def event(version: str, exp: datetime | None, **kw: Any) -> dict[str, Any]:
@@ -165,7 +166,7 @@ async def test_with_several_vaults_and_no_default_the_hmac_key_is_read_from_the_
     try:
         version, exp = seed(emulator)
         assert await rotate_on_event(worker_event(event(version, exp))) is None
-        new = emulator.latest(NAME)
+        new = latest_of(emulator, NAME)
         assert new["version"] != version
         assert app.pings and app.pings[-1].verified and app.pings[-1].auth == "hmac"
         assert new["tags"]["rotated-acks"] == "1/1" and "rotated-pending" not in new["tags"]

@@ -24,8 +24,8 @@ import pytest
 
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
+from shared.domain.record import RotationRequest, Step, Trigger
 from shared.rotators.jwt_key import b64url_decode, new_private_jwk, public_jwk
-from shared.service.engine import RotationRequest, Step, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     pg_can_login,
@@ -36,6 +36,7 @@ from tests.integration.rotation_harness import (
     setup_redis,
 )
 from tests.support import leakscan
+from tests.support.emulator import latest_of
 from tests.support.services import PostgresServer, RedisServer
 
 STEPS = [Step.CREATE, Step.APPLY, Step.VERIFY, Step.COMMIT, Step.NOTIFY, Step.RETIRE]
@@ -86,7 +87,7 @@ def make_cell(kind: str, emu: KeyVaultEmulator, pg: PostgresServer, redis_server
             "rotation-alg": "ES256"})
 
         def one_key() -> bool:
-            latest = json.loads(str(emu.latest("jwks-signing-key")["value"]))
+            latest = json.loads(str(latest_of(emu, "jwks-signing-key")["value"]))
             return len(latest["keys"]) == 1 and only_latest_enabled(emu, "jwks-signing-key")
         return Cell("jwks-signing-key", jwks_works, one_key)
     if kind == "postgres-alternating":
@@ -108,7 +109,9 @@ def make_cell(kind: str, emu: KeyVaultEmulator, pg: PostgresServer, redis_server
     def one_password() -> bool:
         admin = redis_server.client()
         try:
-            return len(admin.acl_getuser("default")["passwords"]) == 1
+            info = admin.acl_getuser("default")
+            assert info is not None and isinstance(info["passwords"], list)
+            return len(info["passwords"]) == 1
         finally:
             admin.close()
     return Cell("redis-password", lambda v: redis_can_auth(redis_server, v), one_password)
@@ -153,7 +156,7 @@ async def test_crash_after_step_then_redelivery_converges_without_lockout(
         kind: str, step: Step, emulator: KeyVaultEmulator, azurite: Any, postgres_server: PostgresServer,
         redis_server_fresh: RedisServer) -> None:
     cell = make_cell(kind, emulator, postgres_server, redis_server_fresh)
-    version = str(emulator.latest(cell.secret)["version"])
+    version = str(latest_of(emulator, cell.secret)["version"])
     request = RotationRequest(VAULT, cell.secret, Trigger.NEAR_EXPIRY, event_version=version)
 
     async def crash(at: Step, req: RotationRequest) -> None:
@@ -172,18 +175,18 @@ async def test_crash_after_step_then_redelivery_converges_without_lockout(
         except Crash:
             crashed = True
         assert crashed, f"the crash after {step} never happened"
-        served = str(emulator.latest(cell.secret)["value"])
+        served = str(latest_of(emulator, cell.secret)["value"])
         works_after_crash = await asyncio.to_thread(cell.works, served)
         if step not in cell.lockout_by_design:
             assert works_after_crash, "the vault serves a value that does not work (lockout)"
 
         await healthy.engine.run(request)  # Event Grid redelivers the same event
         deadline = time.monotonic() + 10
-        while emulator.latest(cell.secret)["tags"].get("rotated-state") != "retired":
+        while latest_of(emulator, cell.secret)["tags"].get("rotated-state") != "retired":
             assert time.monotonic() < deadline, "rotation never converged"
             await asyncio.sleep(0.3)
             await healthy.engine.complete_pending(VAULT, cell.secret)
-        served = str(emulator.latest(cell.secret)["value"])
+        served = str(latest_of(emulator, cell.secret)["value"])
         assert await asyncio.to_thread(cell.works, served), "the converged value does not work"
         assert len(rotation_ids(emulator, cell.secret)) == 1, "more than one rotation happened"
         assert await asyncio.to_thread(cell.no_orphans), "an old or abandoned credential is still valid"

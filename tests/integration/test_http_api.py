@@ -30,9 +30,10 @@ from shared.bootstrap import Container, set_container
 from shared.config.settings import Settings
 from shared.domain.errors import DownstreamError
 from shared.domain.model import NewSecret, RetireResult, SecretVersion
-from shared.rotators.base import RotationContext, RotatorDefaults
+from shared.rotators.base import RotationContext, Rotator, RotatorDefaults
 from tests.conftest import VAULT, make_settings
 from tests.support import operator_files
+from tests.support.emulator import latest_of
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 KEY = "session-encryption-key"
@@ -146,7 +147,7 @@ async def test_rotate_without_a_body_rotates_a_managed_secret_that_is_not_due(em
     seed_key(emulator, days_left=300)
     resp = await handle_rotate(rotate(KEY), container)
     assert resp.status_code == 200 and read(resp)["status"] == "rotated"
-    assert emulator.latest(KEY)["tags"]["rotated-caller"] == "function-key"
+    assert latest_of(emulator, KEY)["tags"]["rotated-caller"] == "function-key"
 
 
 @pytest.mark.parametrize(("headers", "caller"), [
@@ -167,7 +168,7 @@ async def test_behind_app_service_authentication_the_recorded_caller_falls_back_
     seed_key(emulator)
     resp = await handle_rotate(rotate(KEY, headers=headers), easy_auth_container)
     assert resp.status_code == 200, resp.get_body()
-    assert emulator.latest(KEY)["tags"]["rotated-caller"] == caller
+    assert latest_of(emulator, KEY)["tags"]["rotated-caller"] == caller
 
 
 FORGED_ADMIN = {"auth_typ": "aad", "userDetails": "ceo@contoso.example",
@@ -189,7 +190,7 @@ async def test_without_app_service_authentication_a_forged_principal_is_ignored_
     seed_key(emulator)
     resp = await rotate_secret(rotate(KEY, headers=headers))
     assert resp.status_code == 200, resp.get_body()
-    tags = emulator.latest(KEY)["tags"]
+    tags = latest_of(emulator, KEY)["tags"]
     assert tags["rotated-caller"] == "function-key"
     assert "ceo@contoso.example" not in json.dumps(tags)
 
@@ -316,7 +317,7 @@ async def test_forcing_a_manual_only_secret_that_names_a_generator_rotates_it_wi
     emulator.put("encryption-master-key", "manual-master-key-0123456789abcdefghij")
     resp = await handle_rotate(rotate("encryption-master-key", {"force": True, "reason": "yearly ceremony"}), container)
     assert resp.status_code == 200 and read(resp)["status"] == "rotated"
-    latest = emulator.latest("encryption-master-key")
+    latest = latest_of(emulator, "encryption-master-key")
     assert latest["tags"]["rotated-by"] == "random" and latest["tags"]["rotated-reason"] == "yearly ceremony"
     assert latest["attributes"].get("exp") is None
     assert_no_value(resp, emulator)
@@ -346,7 +347,7 @@ async def test_key_vault_failing_beyond_retries_is_503_without_secret_material(e
     assert_no_value(resp, emulator)
 
 
-class _FailingRotator(RotatorDefaults):
+class _FailingRotator(RotatorDefaults, Rotator):
     """Stands in for a rotator whose downstream system is down (or buggy)."""
 
     kind = "random"
@@ -430,7 +431,7 @@ async def test_with_a_required_role_a_caller_holding_it_may_rotate(emulator: Key
     resp = await handle_rotate(rotate(KEY, headers=principal_with_roles("Rotation.Reader", "Rotation.Operator")),
                                role_container)
     assert resp.status_code == 200 and read(resp)["status"] == "rotated"
-    assert emulator.latest(KEY)["tags"]["rotated-caller"] == "alice@contoso.example"
+    assert latest_of(emulator, KEY)["tags"]["rotated-caller"] == "alice@contoso.example"
 
 
 @pytest.mark.parametrize("role_typ", ["http://schemas.microsoft.com/ws/2008/06/identity/claims/role", "groups",

@@ -19,7 +19,7 @@ import pytest
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
 from shared.domain.errors import RotationError
-from shared.service.engine import RotationRequest, Step, Trigger, intent_secret_name
+from shared.domain.record import RotationRequest, Step, Trigger, intent_secret_name
 from shared.service.sweep import sweep
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
@@ -33,7 +33,8 @@ from tests.integration.rotation_harness import (
 from tests.integration.test_consumer_e2e import sdk_reader
 from tests.support import leakscan
 from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
-from tests.support.services import PostgresServer, RedisServer
+from tests.support.emulator import latest_of
+from tests.support.services import PostgresServer, RedisServer, redis_command
 
 FAR = datetime.now(UTC) + timedelta(days=200)
 
@@ -83,7 +84,7 @@ async def test_a_postgres_password_changed_by_hand_is_repaired_by_the_next_sweep
     else:
         setup_postgres_alternating(emulator, postgres_server, secret=secret)
     not_due(emulator, secret)
-    served = str(emulator.latest(secret)["value"])
+    served = str(latest_of(emulator, secret)["value"])
     change_pg_password_by_hand(postgres_server, role_of(served))
     assert not pg_can_login(served)
 
@@ -95,7 +96,7 @@ async def test_a_postgres_password_changed_by_hand_is_repaired_by_the_next_sweep
     assert (summary.checked, summary.repaired, summary.rotated, summary.failed) == (1, 1, 0, 0)
     assert pg_can_login(served), "the served value works again"
     assert len(emulator.versions(secret)) == 1, "repaired in place: no new version"
-    assert "rotated-repaired" in emulator.latest(secret)["tags"]
+    assert "rotated-repaired" in latest_of(emulator, secret)["tags"]
     assert [p.body["secretName"] for p in app.pings] == [secret]
     assert app.pings[0].body["trigger"] == "repair"
 
@@ -107,12 +108,12 @@ async def test_a_redis_password_changed_by_hand_is_repaired_by_the_next_sweep_an
     secret = "redis-drift"
     setup_redis(emulator, redis_server_fresh, secret=secret, named_user=True)
     not_due(emulator, secret)
-    served = str(emulator.latest(secret)["value"])
+    served = str(latest_of(emulator, secret)["value"])
     user = served.split("://", 1)[1].split(":", 1)[0]
     stranger = "by-hand-" + secrets.token_hex(8)
     leakscan.register([stranger])
     admin = redis_server_fresh.client()
-    admin.execute_command("ACL", "SETUSER", user, "resetpass", f">{stranger}")
+    redis_command(admin, "ACL", "SETUSER", user, "resetpass", f">{stranger}")
     admin.close()
     assert not redis_can_auth(redis_server_fresh, served)
 
@@ -134,7 +135,7 @@ async def test_a_duplicate_event_that_finds_nothing_due_still_repairs_a_refused_
     secret = "pg-duplicate"
     setup_postgres_single(emulator, postgres_server, secret=secret)
     not_due(emulator, secret)
-    served = str(emulator.latest(secret)["value"])
+    served = str(latest_of(emulator, secret)["value"])
     change_pg_password_by_hand(postgres_server, role_of(served))
     c = Container(make_settings(emulator, azurite))
     try:
@@ -152,12 +153,12 @@ async def test_retirement_first_proves_the_kept_value_works_and_never_retires_th
         emulator: KeyVaultEmulator, azurite: Any, postgres_server: PostgresServer) -> None:
     secret = "pg-retire-guard"
     setup_postgres_alternating(emulator, postgres_server, secret=secret)
-    old = str(emulator.latest(secret)["value"])
+    old = str(latest_of(emulator, secret)["value"])
     c = Container(make_settings(emulator, azurite, grace_period_hours=1.0))
     try:
         first = await c.engine.run(RotationRequest(VAULT, secret, Trigger.HTTP))
         assert first.state == "notified"
-        new = str(emulator.latest(secret)["value"])
+        new = str(latest_of(emulator, secret)["value"])
         change_pg_password_by_hand(postgres_server, role_of(new))  # the kept credential breaks
         late = Container(make_settings(emulator, azurite, grace_period_hours=0.0))
         try:
@@ -185,9 +186,9 @@ async def test_single_strategy_recovers_from_its_durable_intent_without_a_second
     (crash right after the intent was recorded) the intent is dropped and the rotation starts over."""
     secret = f"pg-intent-{uuid.uuid4().hex[:6]}"
     setup_postgres_single(emulator, postgres_server, secret=secret)
-    first = str(emulator.latest(secret)["value"])
+    first = str(latest_of(emulator, secret)["value"])
     request = RotationRequest(VAULT, secret, Trigger.NEAR_EXPIRY,
-                              event_version=str(emulator.latest(secret)["version"]))
+                              event_version=str(latest_of(emulator, secret)["version"]))
 
     async def crash(step: Step, req: RotationRequest) -> None:
         if step == crash_after:
@@ -206,13 +207,13 @@ async def test_single_strategy_recovers_from_its_durable_intent_without_a_second
         await crashing.aclose()
         await healthy.aclose()
     assert outcome.status == "rotated"
-    served = str(emulator.latest(secret)["value"])
+    served = str(latest_of(emulator, secret)["value"])
     assert pg_can_login(served) and not pg_can_login(first)
     assert len(rotation_ids(emulator, secret)) == 1
     if crash_after != Step.INTENT:
         assert served == str(intent["value"]), "the value already live was committed, not a third password"
         assert "durable intent" in outcome.reason
-    assert not emulator.latest(intent_secret_name(secret))["attributes"]["enabled"], "the intent is cleared"
+    assert not latest_of(emulator, intent_secret_name(secret))["attributes"]["enabled"], "the intent is cleared"
 
 
 async def test_a_served_value_naming_another_role_is_never_repaired_with_the_admin_credential(
@@ -241,20 +242,21 @@ async def test_single_strategy_vault_write_refused_after_apply_is_finished_by_th
     redelivery finds the durable intent, proves the value is live, and commits it."""
     secret = "pg-commit-refused"
     setup_postgres_single(emulator, postgres_server, secret=secret)
-    first = str(emulator.latest(secret)["value"])
-    request = RotationRequest(VAULT, secret, Trigger.NEAR_EXPIRY, event_version=str(emulator.latest(secret)["version"]))
+    first = str(latest_of(emulator, secret)["value"])
+    request = RotationRequest(VAULT, secret, Trigger.NEAR_EXPIRY,
+                              event_version=str(latest_of(emulator, secret)["version"]))
     c = Container(make_settings(emulator, azurite))
     try:
         emulator.faults.add(status=403, method="PUT", path_regex=f"/secrets/{secret}$")
         with pytest.raises(RotationError):
             await c.engine.run(request)
         assert len(emulator.versions(secret)) == 1
-        intended = str(emulator.latest(intent_secret_name(secret))["value"])
+        intended = str(latest_of(emulator, intent_secret_name(secret))["value"])
         assert pg_can_login(intended) and not pg_can_login(first), "apply happened, the commit did not"
         outcome = await c.engine.run(request)  # Event Grid redelivers
     finally:
         emulator.faults.clear()
         await c.aclose()
     assert outcome.status == "rotated"
-    assert str(emulator.latest(secret)["value"]) == intended
+    assert str(latest_of(emulator, secret)["value"]) == intended
     assert len(rotation_ids(emulator, secret)) == 1

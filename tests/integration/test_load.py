@@ -27,8 +27,8 @@ from keyvault_rotation_kit.healing import is_postgres_auth_failure, is_redis_aut
 
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
+from shared.domain.record import RotationRequest, Trigger
 from shared.rotators.jwt_key import b64url_decode
-from shared.service.engine import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     redis_url_parts,
@@ -36,6 +36,7 @@ from tests.integration.rotation_harness import (
     setup_redis,
 )
 from tests.support import leakscan
+from tests.support.emulator import latest_of
 from tests.support.services import PostgresServer, RedisServer, no_retry
 
 ROTATIONS = 10
@@ -130,7 +131,7 @@ def jwt_roundtrip(emu: KeyVaultEmulator) -> Callable[[str], None]:
 
 
 def latest(emu: KeyVaultEmulator, name: str) -> Callable[[], str]:
-    return lambda: str(emu.latest(name)["value"])
+    return lambda: str(latest_of(emu, name)["value"])
 
 
 async def rotate_many(container: Container, secret: str, settle: float) -> None:

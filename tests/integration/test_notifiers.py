@@ -27,11 +27,11 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.adapters.notifiers.composite import ConsumerNotifier
 from shared.adapters.notifiers.eventgrid import EVENT_TYPE, EventGridPublisher
-from shared.adapters.notifiers.http_ping import HttpPingNotifier
+from shared.adapters.notifiers.http_ping import AsyncTokenSource, HttpPingNotifier
 from shared.bootstrap import build_notifier
 from shared.domain.errors import SecretNotFound
 from shared.domain.model import SecretProperties, SecretVersion
-from shared.domain.ports import Consumer, RotatedNotice
+from shared.domain.ports import Consumer, RotatedNotice, SecretReader
 from tests.support.consumer_app import ConsumerApp, ConsumerServer
 from tests.support.eventgrid_sink import EventGridSink
 
@@ -65,7 +65,7 @@ EXPECTED_BODY = {
 }
 
 
-class FakeVault:
+class FakeVault(SecretReader):
     """In-memory Key Vault: the notifier's SecretReader and the consumers' reader."""
 
     def __init__(self) -> None:
@@ -83,7 +83,7 @@ class FakeVault:
         return self.secrets[name]
 
 
-class FakeCredential:
+class FakeCredential(AsyncTokenSource):
     """An async token credential of our own: hands out a recognisable token per scope."""
 
     def __init__(self) -> None:

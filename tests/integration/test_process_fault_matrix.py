@@ -43,6 +43,7 @@ from tests.integration.rotation_harness import (
 )
 from tests.integration.test_fault_matrix import OTHER_FAILURES, jwks_works, jwt_raw_works, only_latest_enabled
 from tests.support import leakscan
+from tests.support.emulator import latest_of
 from tests.support.process_faults import REDELIVERY_SECONDS, CellResult, CellSpec, run_cell
 from tests.support.services import PostgresServer, RedisServer
 
@@ -91,7 +92,7 @@ def make_spec(rotator: str, step: str, fault: str, emu: KeyVaultEmulator, pg: Po
             "rotation-alg": "ES256"})
 
         def one_key() -> bool:
-            latest = json.loads(str(emu.latest(secret)["value"]))
+            latest = json.loads(str(latest_of(emu, secret)["value"]))
             return len(latest["keys"]) == 1 and only_latest_enabled(emu, secret)
         return CellSpec(rotator, step, fault, secret, jwks_works, one_key)
     if rotator == "postgres-alternating":

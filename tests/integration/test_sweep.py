@@ -20,8 +20,9 @@ from shared.adapters.keyvault import KeyVaultStore
 from shared.bootstrap import Container
 from shared.config.operator_file import OperatorConfig
 from shared.config.settings import Settings
-from shared.service.engine import Outcome, RotationEngine, RotationRequest, Trigger
-from shared.service.sweep import sweep
+from shared.domain.record import Outcome, RotationRequest, Trigger
+from shared.service.engine import RotationEngine
+from shared.service.sweep import SweepDeps, sweep
 from tests.conftest import VAULT, make_settings
 
 RANDOM_TAGS = {"rotation-policy": "random", "rotation-interval-days": "30"}
@@ -133,9 +134,13 @@ class _CountingEngine:
 
 
 @dataclass
-class _Deps:
+class _Deps(SweepDeps):
     container: Container
-    engine: Any
+    counting: _CountingEngine
+
+    @property
+    def engine(self) -> Any:  # the counting wrapper has just the engine calls the sweep makes
+        return self.counting
 
     @property
     def settings(self) -> Settings:

@@ -38,15 +38,21 @@ def cap() -> Iterator[Capture]:
         settings.tracing_implementation = before
 
 
+def span_id(span: ReadableSpan) -> int:
+    ctx = span.get_span_context()
+    assert ctx is not None, "a finished span has a context"
+    return ctx.span_id
+
+
 def descendants(spans: list[ReadableSpan], root: ReadableSpan) -> list[ReadableSpan]:
-    ids = {root.get_span_context().span_id}
+    ids = {span_id(root)}
     found: list[ReadableSpan] = []
     changed = True
     while changed:
         changed = False
         for span in spans:
-            if span.parent is not None and span.parent.span_id in ids and span.get_span_context().span_id not in ids:
-                ids.add(span.get_span_context().span_id)
+            if span.parent is not None and span.parent.span_id in ids and span_id(span) not in ids:
+                ids.add(span_id(span))
                 found.append(span)
                 changed = True
     return found

@@ -27,7 +27,7 @@ from kvemulator import KeyVaultEmulator
 from kvemulator.emulator import KIND_SECRET, KIND_SECRET_VERSION
 from shared.bootstrap import Container
 from shared.domain.errors import OverlapActive, TagRefused
-from shared.service.engine import RotationRequest, Trigger
+from shared.domain.record import RotationRequest, Trigger
 from shared.service.sweep import sweep
 from shared.service.views import secret_status
 from tests.integration.rotation_harness import (
@@ -38,6 +38,7 @@ from tests.integration.rotation_harness import (
     setup_redis,
 )
 from tests.support import leakscan, operator_files
+from tests.support.emulator import latest_of
 from tests.support.services import PostgresServer, RedisServer
 
 SOON = timedelta(days=3)  # inside the near-expiry window: the sweep acts on it
@@ -234,7 +235,7 @@ async def test_a_postgres_secret_value_naming_another_role_or_host_is_refused(
     pg = postgres_server
     roles = setup_postgres_alternating(emulator, pg)
     other = setup_postgres_single(emulator, pg, secret="other-teams-connection-string")
-    other_value = str(emulator.latest("other-teams-connection-string")["value"])  # type: ignore[index]
+    other_value = str(latest_of(emulator, "other-teams-connection-string")["value"])
     emulator.put("other-teams-connection-string", other_value, expires_on=datetime.now(UTC) + timedelta(days=80))
     password = "attacker-" + uuid.uuid4().hex
     leakscan.register([password])
@@ -264,7 +265,7 @@ async def test_the_admin_credential_goes_only_to_the_declared_host_whatever_the_
 ) -> None:
     """Whoever can write the admin secret cannot redirect where the app sends it."""
     setup_postgres_alternating(emulator, postgres_server)
-    admin = str(emulator.latest("pg-admin")["value"])  # type: ignore[index]
+    admin = str(latest_of(emulator, "pg-admin")["value"])
     emulator.put("pg-admin", make_conninfo(admin, port=listener.port))
     current = emulator.latest("database-connection-string")
     assert current is not None
@@ -285,7 +286,7 @@ async def test_an_admin_secret_cannot_be_made_tag_managed(emulator: KeyVaultEmul
                                                            postgres_server: PostgresServer) -> None:
     """Under a ``*`` pattern, tags that would rotate the admin secret itself are not even read."""
     setup_postgres_alternating(emulator, postgres_server)
-    admin = str(emulator.latest("pg-admin")["value"])  # type: ignore[index]
+    admin = str(latest_of(emulator, "pg-admin")["value"])
     emulator.put("pg-admin", admin, tags={"rotation-policy": "random", "rotation-interval-days": "1"},
                  expires_on=due())
     versions_before = version_count(emulator, "pg-admin")
@@ -363,18 +364,18 @@ async def test_emergency_rotates_and_revokes_every_earlier_credential_at_once(
     engine = container.engine
     for name, works in (("database-connection-string", pg_can_login),
                         ("redis-password", lambda v: redis_can_auth(redis_server_fresh, v))):
-        first = str(emulator.latest(name)["value"])  # type: ignore[index]
+        first = str(latest_of(emulator, name)["value"])
         await engine.run(RotationRequest("kv-test", name, Trigger.HTTP))
-        second = str(emulator.latest(name)["value"])  # type: ignore[index]
+        second = str(latest_of(emulator, name)["value"])
         assert works(first) and works(second)  # in the overlap: both valid
 
         outcome = await engine.run(RotationRequest("kv-test", name, Trigger.EMERGENCY, reason="leaked"))
 
-        third = str(emulator.latest(name)["value"])  # type: ignore[index]
+        third = str(latest_of(emulator, name)["value"])
         assert outcome.status == "rotated" and "emergency" in outcome.reason and "revoked" in outcome.reason
         assert works(third)
         assert not works(first) and not works(second)
-        assert emulator.latest(name)["tags"]["rotated-trigger"] == "emergency"  # type: ignore[index]
+        assert latest_of(emulator, name)["tags"]["rotated-trigger"] == "emergency"
     assert any(r.levelname == "WARNING" and "emergency" in r.getMessage() for r in caplog.records)
 
 

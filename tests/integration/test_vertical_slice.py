@@ -19,6 +19,7 @@ from shared.bootstrap import Container
 from shared.domain.errors import VaultUnavailable
 from shared.rotators.jwt_key import b64url_decode
 from tests.conftest import VAULT, make_settings
+from tests.support.emulator import latest_of
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 
@@ -60,11 +61,11 @@ def seed_jwt(emu: KeyVaultEmulator, days_left: int = 10) -> str:
         "initial-signing-key-value-0123456789",
         expires_on=datetime.now(UTC) + timedelta(days=days_left),
     )
-    return str(props["version"]) if isinstance(props, dict) else emu.latest("jwt-signing-key")["version"]
+    return str(props["version"]) if isinstance(props, dict) else latest_of(emu, "jwt-signing-key")["version"]
 
 
 def latest_version(emu: KeyVaultEmulator, name: str) -> str:
-    return str(emu.latest(name)["version"])
+    return str(latest_of(emu, name)["version"])
 
 
 async def test_near_expiry_event_produces_a_new_verified_jwt_version(

@@ -48,7 +48,7 @@ def locked_pin(lock: Path, name: str, python: str) -> str:
     """The version ``lock`` pins ``name`` to on Python ``python`` (e.g. ``3.13``), markers honoured."""
     environment = {"python_version": python, "python_full_version": python + ".0"}
     pattern = rf"^{re.escape(name)}==(\S+)(?: ; (.*?))? \\$"
-    versions = [version for version, marker in re.findall(pattern, lock.read_text(), re.MULTILINE)
+    versions: list[str] = [version for version, marker in re.findall(pattern, lock.read_text(), re.MULTILINE)
                 if not marker or Marker(marker).evaluate(environment)]
     assert len(versions) == 1, (name, versions)
     return versions[0]
@@ -64,7 +64,7 @@ def test_the_check_runs_the_locked_worker_on_python_3_13_with_the_sdk_the_app_de
 
 
 def trigger_of(function: dict[str, Any]) -> dict[str, Any]:
-    triggers = [b for b in function["bindings"] if b["type"].endswith("Trigger")]
+    triggers: list[dict[str, Any]] = [b for b in function["bindings"] if b["type"].endswith("Trigger")]
     assert len(triggers) == 1
     return triggers[0]
 

@@ -15,7 +15,7 @@ import pytest
 
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
-from shared.service.engine import RotationRequest, Trigger
+from shared.domain.record import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import (
     Probe,
@@ -25,6 +25,7 @@ from tests.integration.rotation_harness import (
     setup_postgres_single,
     setup_redis,
 )
+from tests.support.emulator import latest_of
 from tests.support.services import PostgresServer, RedisServer
 
 GRACE_HOURS = 0.3 / 3600  # the grace period ends 0.3 s after each commit
@@ -58,8 +59,9 @@ async def test_postgres_alternating_five_rotations_zero_failed_connections(
     assert probe.failures == []
     # the role left behind has no password any more; the one in use works
     with psycopg.connect(postgres_server.admin_dsn) as conn:
-        rows = dict(conn.execute("SELECT rolname, rolpassword IS NULL FROM pg_authid WHERE rolname = ANY(%s)",
-                                 [[roles["blue"], roles["green"]]]).fetchall())
+        found = conn.execute("SELECT rolname, rolpassword IS NULL FROM pg_authid WHERE rolname = ANY(%s)",
+                             [[roles["blue"], roles["green"]]]).fetchall()
+    rows: dict[str, bool] = dict(found)
     assert sorted(rows.values()) == [False, True]
 
 
@@ -72,7 +74,9 @@ async def test_redis_five_rotations_zero_failed_connections(
     assert probe.failures == []
     admin = redis_server_fresh.client()
     try:
-        assert len(admin.acl_getuser("default")["passwords"]) == 1  # the overlap is closed again
+        info = admin.acl_getuser("default")
+        assert info is not None and isinstance(info["passwords"], list)
+        assert len(info["passwords"]) == 1  # the overlap is closed again
     finally:
         admin.close()
 
@@ -87,4 +91,4 @@ async def test_postgres_single_strategy_failure_window_is_measured(
     with capsys.disabled():
         print(f"\n[single strategy] {len(probe.failures)} of {probe.attempts} connections failed over 5 rotations; "
               f"window spanned {probe.failure_window_ms:.0f} ms in total")
-    assert pg_can_login(str(emulator.latest("database-connection-string")["value"]))
+    assert pg_can_login(str(latest_of(emulator, "database-connection-string")["value"]))

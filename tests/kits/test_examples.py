@@ -30,10 +30,10 @@ from examples.backend.app import create_app
 from kvemulator import KeyVaultEmulator
 from shared.adapters.notifiers.http_ping import HttpPingNotifier
 from shared.domain.model import SecretProperties, SecretVersion
-from shared.domain.ports import Consumer, RotatedNotice
+from shared.domain.ports import Consumer, RotatedNotice, SecretReader
 from tests.support import leakscan
 from tests.support.consumer_app import ServerThread, new_webhook_key
-from tests.support.services import PostgresServer, RedisServer
+from tests.support.services import PostgresServer, RedisServer, redis_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def secret(value: str) -> str:
     return value
 
 
-class Reader:
+class Reader(SecretReader):
     def __init__(self, client: CachedSecretClient) -> None:
         self._client = client
 
@@ -68,7 +68,7 @@ async def test_backend_example_serves_through_a_missed_rotation_and_a_pinged_one
     with psycopg.connect(postgres_server.admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(pg_old)))
     redis_admin = redis_server.client()
-    redis_admin.execute_command("ACL", "SETUSER", user, "on", f">{redis_pw}", "~*", "+@all")
+    redis_command(redis_admin, "ACL", "SETUSER", user, "on", f">{redis_pw}", "~*", "+@all")
     emulator.put("database-connection-string", postgres_server.dsn(role, pg_old))
     emulator.put("redis-password", redis_pw)
     emulator.put("jwt-signing-key", secret(base64.urlsafe_b64encode(secrets.token_bytes(64)).decode().rstrip("=")))
@@ -121,7 +121,7 @@ async def test_backend_example_serves_through_a_missed_rotation_and_a_pinged_one
     finally:
         await notifier.close()
         await server.astop()
-        redis_admin.execute_command("ACL", "DELUSER", user)
+        redis_command(redis_admin, "ACL", "DELUSER", user)
         redis_admin.close()
 
 

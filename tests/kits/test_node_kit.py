@@ -21,7 +21,7 @@ import pytest
 from kvemulator import KeyVaultEmulator
 from shared.adapters.notifiers.http_ping import HttpPingNotifier
 from shared.domain.model import SecretProperties, SecretVersion
-from shared.domain.ports import Consumer, RotatedNotice
+from shared.domain.ports import Consumer, RotatedNotice, SecretReader
 from tests.support.consumer_app import ConsumerApp, ConsumerServer, new_webhook_key
 from tests.support.services import PostgresServer, RedisServer
 
@@ -45,7 +45,7 @@ def node_env(emulator: KeyVaultEmulator, postgres: PostgresServer, redis: RedisS
     return env
 
 
-class _KeyReader:
+class _KeyReader(SecretReader):
     def __init__(self, key: str) -> None:
         self._key = key
 

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 
 from kvemulator import KeyVaultEmulator
 from tests.support import leakscan
-from tests.support.services import RedisServer
+from tests.support.services import RedisServer, redis_command
 
 SECRET = "database-connection-string"
 
@@ -37,7 +37,7 @@ async def instances(emulator: KeyVaultEmulator, redis_server: RedisServer) -> As
     password = secrets.token_urlsafe(18)
     leakscan.register([password])
     admin = redis_server.client()
-    admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
+    redis_command(admin, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
     emulator.put("redis-password", password)
     service = f"svc-{uuid.uuid4().hex[:6]}"
     async with AsyncExitStack() as stack:
@@ -53,7 +53,7 @@ async def instances(emulator: KeyVaultEmulator, redis_server: RedisServer) -> As
             return Instance(client, redis, fanout, endpoint)
 
         yield start
-    admin.execute_command("ACL", "DELUSER", user)
+    redis_command(admin, "ACL", "DELUSER", user)
     admin.close()
 
 

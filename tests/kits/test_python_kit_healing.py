@@ -21,7 +21,7 @@ from psycopg import sql
 
 from kvemulator import KeyVaultEmulator
 from tests.support import leakscan
-from tests.support.services import PostgresServer, RedisServer
+from tests.support.services import PostgresServer, RedisServer, redis_command
 
 
 @pytest.fixture
@@ -84,20 +84,20 @@ async def test_redis_client_heals_once_after_the_cached_password_was_retired(
     user = f"kit-{uuid.uuid4().hex[:8]}"
     old, new = password(), password()
     admin = redis_server.client()
-    admin.execute_command("ACL", "SETUSER", user, "on", f">{old}", "~*", "+@all")
+    redis_command(admin, "ACL", "SETUSER", user, "on", f">{old}", "~*", "+@all")
     emulator.put("redis-password", old)
     healing = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
                                username=user)
     try:
         assert await healing.run(lambda r: r.ping())
         emulator.put("redis-password", new)
-        admin.execute_command("ACL", "SETUSER", user, "resetpass", f">{new}")  # rotated and retired
-        admin.execute_command("CLIENT", "KILL", "USER", user)  # fresh connections must authenticate
+        redis_command(admin, "ACL", "SETUSER", user, "resetpass", f">{new}")  # rotated and retired
+        redis_command(admin, "CLIENT", "KILL", "USER", user)  # fresh connections must authenticate
         assert await healing.run(lambda r: r.set("kit-key", "1"))
         assert healing.heals == 1
         # Not an authentication failure: propagates without a re-read.
         reads = client.reads
-        admin.execute_command("ACL", "SETUSER", user, "-set")
+        redis_command(admin, "ACL", "SETUSER", user, "-set")
         from redis.exceptions import NoPermissionError
 
         with pytest.raises(NoPermissionError):
@@ -105,5 +105,5 @@ async def test_redis_client_heals_once_after_the_cached_password_was_retired(
         assert client.reads == reads and healing.heals == 1
     finally:
         await healing.aclose()
-        admin.execute_command("ACL", "DELUSER", user)
+        redis_command(admin, "ACL", "DELUSER", user)
         admin.close()

@@ -39,8 +39,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from kvemulator import KeyVaultEmulator
-from shared.adapters.notifiers.http_ping import HttpPingNotifier
-from shared.domain.ports import Consumer, RotatedNotice
+from shared.adapters.notifiers.http_ping import AsyncTokenSource, HttpPingNotifier
+from shared.domain.model import SecretProperties, SecretVersion
+from shared.domain.ports import Consumer, RotatedNotice, SecretReader
 from tests.support.consumer_app import ServerThread, new_webhook_key
 
 KEY_SECRET = "backend-refresh-hmac-key"
@@ -85,15 +86,13 @@ async def notifier() -> AsyncIterator[Callable[..., HttpPingNotifier]]:
         await n.close()
 
 
-class VaultReader:
+class VaultReader(SecretReader):
     """The notifier's SecretReader, on the real SDK against the emulator."""
 
     def __init__(self, client: CachedSecretClient) -> None:
         self._client = client
 
-    async def get(self, name: str, version: str | None = None) -> Any:
-        from shared.domain.model import SecretProperties, SecretVersion
-
+    async def get(self, name: str, version: str | None = None) -> SecretVersion:
         secret = await self._client.get(name, use_cache=False)
         return SecretVersion(properties=SecretProperties(name=name, version=secret.version), value=secret.value)
 
@@ -277,7 +276,7 @@ class LocalIssuer:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
 
-class IssuerCredential:
+class IssuerCredential(AsyncTokenSource):
     """What DefaultAzureCredential is to the notifier, handing out the local issuer's tokens."""
 
     def __init__(self, issuer: LocalIssuer, **overrides: Any) -> None:

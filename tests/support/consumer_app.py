@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import trustme
 import uvicorn
@@ -64,7 +64,8 @@ class ServerThread:
     """
 
     def __init__(
-        self, app: Any, *, tls: trustme.LeafCert | None = None, host: str = "127.0.0.1", lifespan: str = "off"
+        self, app: Any, *, tls: trustme.LeafCert | None = None, host: str = "127.0.0.1",
+        lifespan: Literal["auto", "on", "off"] = "off",
     ) -> None:
         self._app = app
         self._lifespan = lifespan

@@ -22,7 +22,7 @@ from typing import Any
 from shared.bootstrap import Container
 from shared.config.settings import Settings
 from shared.domain.errors import RotationError
-from shared.service.engine import RotationRequest, Step, Trigger
+from shared.domain.record import RotationRequest, Step, Trigger
 
 
 def settings_to_json(settings: Settings) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
 from shared.config.settings import Settings
 from shared.domain.errors import RotationError
-from shared.service.engine import RotationRequest, Trigger, intent_secret_name
+from shared.domain.record import RotationRequest, Trigger, intent_secret_name
+from tests.support.emulator import latest_of
 from tests.support.fault_worker import settings_to_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +134,7 @@ async def run_cell(spec: CellSpec, emu: KeyVaultEmulator, settings: Settings, *,
                    redelivery_seconds: float = REDELIVERY_SECONDS, probe_interval: float = 0.2,
                    log_dir: Path | None = None) -> CellResult:
     result = CellResult(spec)
-    version = str(emu.latest(spec.secret)["version"])
+    version = str(latest_of(emu, spec.secret)["version"])
     initial_versions = len(emu.versions(spec.secret))
     request = RotationRequest(settings.default_vault or settings.allowed_vaults[0], spec.secret,
                               Trigger.NEAR_EXPIRY, event_version=version)

@@ -15,7 +15,7 @@ from shared.domain.ports import SecretReader
 from shared.rotators.base import RotationContext
 
 
-class MemorySecrets:
+class MemorySecrets(SecretReader):
     """The SecretReader port backed by a dict: name -> latest value."""
 
     def __init__(self, values: Mapping[str, str] | None = None) -> None:

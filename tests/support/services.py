@@ -124,6 +124,14 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def redis_command(client: redis.Redis, *args: str) -> Any:
+    """Send one raw command (``ACL SETUSER`` rules, ``CLIENT KILL``) as ``redis-cli`` would.
+
+    Tests state ACL rules verbatim rather than through redis-py's ``acl_setuser``,
+    which reshapes them; redis-py leaves ``execute_command`` unannotated."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def _make_password() -> str:
     """Random password made of URL- and config-safe characters.
 

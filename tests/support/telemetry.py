@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogR
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, UpDownCounter
 from opentelemetry.sdk.metrics._internal.instrument import Gauge
-from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
@@ -115,9 +115,7 @@ class Capture:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     for point in metric.data.data_points:
-                        value = getattr(point, "value", None)
-                        if value is None:
-                            value = getattr(point, "sum", 0)
+                        value = point.value if isinstance(point, NumberDataPoint) else point.sum
                         attrs = dict(point.attributes or {})
                         leakscan.record("metric", f"{metric.name} {value!r} {attrs!r}")
                         points.append(Point(metric.name, float(value), attrs))

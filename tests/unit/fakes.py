@@ -1,20 +1,33 @@
-"""In-memory fakes of the project's own ports (never of an SDK)."""
+"""In-memory fakes of the project's own ports (never of an SDK).
+
+Each subclasses the Protocol it stands in for, so mypy checks it against the port
+and a port change that the fake does not follow fails the type check, not a test run."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.errors import SecretNotFound
 from shared.domain.model import SecretProperties, SecretVersion
-from shared.domain.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice
+from shared.domain.ports import (
+    Consumer,
+    ConsumerResult,
+    Lease,
+    Locker,
+    Notifier,
+    NotifyResult,
+    Prepared,
+    RotatedNotice,
+    SecretStore,
+)
 
 
-class FakeStore:
+class FakeStore(SecretStore):
     def __init__(self, vault: str = "kv-test") -> None:
         self.vault = vault
         self.versions: dict[str, list[SecretVersion]] = {}
@@ -83,7 +96,7 @@ class FakeStore:
         return [v.value for v in self.versions.get(name, [])]
 
 
-class FakeLease:
+class FakeLease(Lease):
     def __init__(self) -> None:
         self.lost = False
 
@@ -94,24 +107,25 @@ class FakeLease:
             raise LeaseLost("lost")
 
 
-class FakeLocker:
+class FakeLocker(Locker):
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self.lease = FakeLease()
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str, abandon_if: Any = None) -> AsyncIterator[FakeLease]:
+    async def hold(self, key: str,
+                   abandon_if: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[FakeLease]:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             yield self.lease
 
 
-class _NothingPrepared:
+class _NothingPrepared(Prepared):
     def close(self) -> None:
         return None
 
 
-class RecordingNotifier:
+class RecordingNotifier(Notifier):
     def __init__(self, ok: bool | Sequence[bool] = True) -> None:
         self.notices: list[RotatedNotice] = []
         self.ok = ok

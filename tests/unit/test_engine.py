@@ -11,9 +11,10 @@ from shared.config.operator_file import OperatorConfig
 from shared.config.settings import Settings
 from shared.domain.errors import LeaseLost, ManualOnly, NotManaged, PolicyError, Superseded
 from shared.domain.ports import Consumer
+from shared.domain.record import RotationRequest, Step, Tag, Trigger
 from shared.rotators.jwt_key import JwtRotator
 from shared.rotators.random_secret import RandomRotator
-from shared.service.engine import RotationEngine, RotationRequest, Step, Tag, Trigger
+from shared.service.engine import RotationEngine
 from tests.support.operator_files import base_config
 from tests.unit.fakes import FakeLocker, FakeStore, RecordingNotifier
 
@@ -299,7 +300,8 @@ async def test_an_event_for_the_current_version_is_decided_on_the_vaults_current
     store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=days_left))
     req = event(store, "session-encryption-key")
     reported = NOW + timedelta(days=reported_days) if reported_days is not None else None
-    req = RotationRequest(req.vault, req.secret_name, req.trigger, event_version=req.event_version.upper(),  # type: ignore[union-attr]
+    assert req.event_version is not None
+    req = RotationRequest(req.vault, req.secret_name, req.trigger, event_version=req.event_version.upper(),
                           event_expires_on=reported)
     outcome = await make_engine(store).run(req)
     assert (outcome.status == "rotated") is rotates, outcome

@@ -81,12 +81,15 @@ def test_a_bad_file_is_refused_naming_the_key(path: list[str], value: Any, messa
 
 def test_placeholders_are_filled_from_app_settings_and_only_as_whole_values() -> None:
     data = changed(["targets", "db", "host"], "${DB_HOST}")
-    assert OperatorConfig.from_mapping(data, env={"DB_HOST": "db.prod"}).target("db").host == "db.prod"  # type: ignore[union-attr]
+    filled = OperatorConfig.from_mapping(data, env={"DB_HOST": "db.prod"}).target("db")
+    assert isinstance(filled, PostgresTarget) and filled.host == "db.prod"
     with pytest.raises(ConfigurationError, match="DB_HOST"):
         OperatorConfig.from_mapping(data, env={}).target("db")
     defaulted = changed(["targets", "db", "port"], "${DB_PORT:-6432}")
-    assert OperatorConfig.from_mapping(defaulted).target("db").port == 6432  # type: ignore[union-attr]
-    assert OperatorConfig.from_mapping(defaulted, env={"DB_PORT": "7000"}).target("db").port == 7000  # type: ignore[union-attr]
+    default_port = OperatorConfig.from_mapping(defaulted).target("db")
+    assert isinstance(default_port, PostgresTarget) and default_port.port == 6432
+    set_port = OperatorConfig.from_mapping(defaulted, env={"DB_PORT": "7000"}).target("db")
+    assert isinstance(set_port, PostgresTarget) and set_port.port == 7000
     with pytest.raises(ConfigurationError, match="whole value"):
         OperatorConfig.from_mapping(changed(["targets", "db", "host"], "db-${X}.internal"))
 

@@ -5,10 +5,11 @@ from typing import Any
 
 import pytest
 
-from shared.config.operator_file import OperatorConfig
+from shared.config.operator_file import OperatorConfig, PostgresTarget
 from shared.domain.errors import ConfigurationError, PolicyError, TagRefused
 from shared.domain.model import SecretProperties
 from shared.domain.policy import resolve_policy
+from tests.support.rotator_context import MemorySecrets
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 SHIPPED = OperatorConfig.load(None, {"ROTATION_POSTGRES_HOST": "db.internal", "ROTATION_POSTGRES_DATABASE": "app",
@@ -58,7 +59,7 @@ def test_a_downstream_secret_gets_its_target_from_the_operator_file_only() -> No
     env = {"ROTATION_POSTGRES_HOST": "db.internal", "ROTATION_POSTGRES_DATABASE": "app"}
     config = OperatorConfig.load(None, env)
     policy = resolve_policy("database-connection-string", {}, config, 30)
-    assert policy is not None and policy.target is not None
+    assert policy is not None and isinstance(policy.target, PostgresTarget)
     assert (policy.target.name, policy.target.host) == ("app-postgres", "db.internal")
 
 
@@ -178,7 +179,7 @@ async def test_random_rotator_makes_standard_webhooks_keys_the_notifier_accepts(
     value = generate({"encoding": "whsec"})
     assert value.startswith("whsec_") and len(whsec_key(value)) == 32
     ctx = RotationContext(vault="kv", secret_name="backend-refresh-hmac-key", rotation_id="r", now=datetime.now(UTC),
-                          current=None, options={"encoding": "whsec", "length": "48"}, secrets=None)
+                          current=None, options={"encoding": "whsec", "length": "48"}, secrets=MemorySecrets())
     new = await RandomRotator().create(ctx)
     await RandomRotator().verify(ctx, new)
     assert len(whsec_key(new.value)) == 48

@@ -72,7 +72,7 @@ def env(vaults: str, default: str | None = None, catalog: Any = HMAC_CATALOG) ->
 
 
 def with_vault(vault: Any) -> dict[str, Any]:
-    catalog = json.loads(json.dumps(HMAC_CATALOG))
+    catalog: dict[str, Any] = json.loads(json.dumps(HMAC_CATALOG))
     catalog["consumers"]["backend"]["hmacVault"] = vault
     return catalog
 

@@ -38,10 +38,11 @@ from shared.config.operator_file import OperatorConfig
 from shared.config.settings import Settings
 from shared.domain.errors import LeaseLost, ManualOnly, PolicyError
 from shared.domain.ports import Consumer
+from shared.domain.record import RotationRequest, Tag, Trigger
 from shared.rotators.jwt_key import JwtRotator
 from shared.rotators.random_secret import RandomRotator
-from shared.service.engine import RotationEngine, RotationRequest, Tag, Trigger
-from shared.service.sweep import sweep
+from shared.service.engine import RotationEngine
+from shared.service.sweep import SweepDeps, sweep
 from tests.support import leakscan
 from tests.support.operator_files import base_config
 from tests.support.telemetry import Capture, Point, capture
@@ -73,6 +74,7 @@ class Exported:
 
     def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
         ctx = parent.get_span_context()
+        assert ctx is not None, "a finished span has a context"
         return sorted((s for s in self.spans if s.parent is not None and s.parent.span_id == ctx.span_id),
                       key=lambda s: s.start_time or 0)
 
@@ -176,13 +178,24 @@ async def manual_secret_near_expiry(c: Capture) -> Exported:
     return exported(c, store)
 
 
-class SweepDeps:
+class FakeSweepDeps(SweepDeps):
     def __init__(self, store: FakeStore, telemetry: Telemetry) -> None:
-        self.settings = Settings(allowed_vaults=(VAULT,))
-        self.operator = OPERATOR
+        self._settings = Settings(allowed_vaults=(VAULT,))
         self._store = store
         self.telemetry = telemetry
-        self.engine = engine(store, telemetry, clock=lambda: datetime.now(UTC))  # the sweep decides on real time
+        self._engine = engine(store, telemetry, clock=lambda: datetime.now(UTC))  # the sweep decides on real time
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def operator(self) -> OperatorConfig:
+        return OPERATOR
+
+    @property
+    def engine(self) -> RotationEngine:
+        return self._engine
 
     def store(self, vault: str) -> FakeStore:
         return self._store
@@ -194,7 +207,7 @@ async def sweep_a_vault(c: Capture) -> Exported:
     store.seed("session-encryption-key", "old-value-123", expires_on=now + timedelta(days=10))  # overdue
     store.seed("jwt-signing-key", "jwt-key-value-1", expires_on=now + timedelta(days=50))  # not due
     store.seed("openai-api-key", "sk-provider-key-1", expires_on=now + timedelta(days=12))  # manual only
-    deps = SweepDeps(store, c.telemetry)
+    deps = FakeSweepDeps(store, c.telemetry)
     summary = await sweep(deps)
     assert summary.rotated == 1
     return exported(c, store)
@@ -218,7 +231,8 @@ async def test_a_rotation_is_one_span_with_a_child_per_step_carrying_every_attri
     assert attrs[Attr.VERSION] == latest.version
     assert attrs[Attr.PREVIOUS_VERSION] == store.versions["session-encryption-key"][0].version
     assert attrs[Attr.OUTCOME] == "rotated"
-    assert attrs[Attr.REASON].startswith("rotated (")
+    reason = attrs[Attr.REASON]
+    assert isinstance(reason, str) and reason.startswith("rotated (")
     assert attrs[Attr.STATE] == "notified"
     for child in out.children(root):
         assert dict(child.attributes or {})[Attr.STEP] == child.name.removeprefix("rotation.")
@@ -276,7 +290,8 @@ async def test_a_skip_is_one_span_without_steps_and_counted_as_skipped(cap: Capt
     assert out.children(root) == []
     attrs = dict(root.attributes or {})
     assert attrs[Attr.OUTCOME] == "skipped"
-    assert attrs[Attr.REASON].startswith("duplicate")
+    reason = attrs[Attr.REASON]
+    assert isinstance(reason, str) and reason.startswith("duplicate")
     assert attrs[Attr.ROTATOR] == "random"
     assert root.status.status_code != StatusCode.ERROR
     [run] = out.points_named(Metric.RUNS)
