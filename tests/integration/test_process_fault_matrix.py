@@ -42,10 +42,8 @@ from typing import Any
 
 import psycopg
 import pytest
-import trustme
 
 from azuredoubles import AzureDoubles
-from azuredoubles.doubles import GENERATED
 from kvemulator import KeyVaultEmulator
 from shared.lease import LEASE_SECONDS
 from shared.rotators.jwt_key import new_private_jwk
@@ -296,15 +294,6 @@ def check(results: list[CellResult], *, bound_single: bool) -> None:
         if bound_single and r.lockout_seconds > SINGLE_BOUND_SECONDS:
             problems.append(f"{where}: lockout {r.lockout_seconds}s exceeds {SINGLE_BOUND_SECONDS}s")
     assert not problems, "\n".join(problems)
-
-
-@pytest.fixture
-def doubles(kv_ca: trustme.CA) -> Iterator[AzureDoubles]:
-    with AzureDoubles(ca=kv_ca) as d:
-        try:
-            yield d
-        finally:
-            leakscan.register(GENERATED)  # abandoned keys and passwords never reach the vault
 
 
 async def test_real_kills_and_pauses_in_a_representative_subset_converge_without_lockout(
