@@ -161,7 +161,11 @@ def key_slot_spec(rotator: str, step: str, fault: str, secret: str, emu: KeyVaul
         if slots()[1] != served(emu, secret):
             problems.append(f"the vault does not serve {idle}'s key")
         return problems
-    return CellSpec(rotator, step, fault, secret, works, no_orphans, provider)
+
+    def calls() -> str:
+        return ", ".join(f"regenerate {slot} x{regenerated.count(slot)}" for slot in names
+                         if slot in regenerated)
+    return CellSpec(rotator, step, fault, secret, works, no_orphans, provider, calls)
 
 
 def entra_spec(step: str, fault: str, secret: str, emu: KeyVaultEmulator, doubles: AzureDoubles) -> CellSpec:
@@ -189,7 +193,11 @@ def entra_spec(step: str, fault: str, secret: str, emu: KeyVaultEmulator, double
         elif app.history.index(("remove", previous_key)) < app.history.index(("add", served_key)):
             problems.append("the previous password was removed before its replacement was added")
         return problems
-    return CellSpec("entra", step, fault, secret, works, no_orphans, provider)
+
+    def calls() -> str:
+        ops = [op for op, _ in app.history[1:]]
+        return f"addPassword x{ops.count('add')}, removePassword x{ops.count('remove')}"
+    return CellSpec("entra", step, fault, secret, works, no_orphans, provider, calls)
 
 
 def make_spec(rotator: str, step: str, fault: str, emu: KeyVaultEmulator, pg: PostgresServer,
@@ -348,10 +356,14 @@ def write_table(out: Path, results: list[CellResult], seconds: float) -> None:
         f"The parent redelivers the same event every {REDELIVERY_SECONDS:.0f} s (Event Grid's first retry",
         "delay), the first one 10 s after the fault, until the rotation is retired (grace period 0, JWT overlap",
         "1 s). A probe reads the vault's current value every 0.2 s for the whole cell and tries it downstream",
-        "(PostgreSQL login, Redis AUTH on every node, JWT sign+verify).",
+        "(PostgreSQL login, Redis AUTH on every node, JWT sign+verify; for the Azure-managed credentials,",
+        "against the doubles of azuredoubles/: a data-plane call to the Azure OpenAI account, a Redis AUTH",
+        "with the access key on the redis-server behind the Azure Cache for Redis / Managed Redis double, a",
+        "client-credentials token from the Entra token endpoint).",
         "",
         "Each cell: `ok`/`FAIL` (exactly one rotation, the converged value works, no old or abandoned",
-        "credential still valid, and for a pause the resumed worker changed nothing), versions written to",
+        "credential still valid, the provider checks below for the Azure-managed rows, and for a pause the",
+        "resumed worker changed nothing), versions written to",
         "the secret (a JWKS retirement writes a second version of the same rotation), whether the vault's",
         "current value works after convergence, and the **lockout window**: seconds during which the",
         "vault's current value was refused downstream.",
@@ -377,6 +389,18 @@ def write_table(out: Path, results: list[CellResult], seconds: float) -> None:
         "proves the intended value is live and commits it: the password is not changed a second time.",
         "Every other rotator: 0 s in every cell.",
         "",
+        "**Azure-managed credentials** (`key-slot-*`: the key-slot rotator on an Azure OpenAI account, an",
+        "Azure Cache for Redis and an Azure Managed Redis database; `entra`: an application's client secret).",
+        "Their lockout is 0 s in every cell: the previous credential stays valid until retirement (a key",
+        "slot until the *next* rotation). At the provider, each cell checks that the slot the vault served",
+        "was never regenerated (only the idle one: once, or twice where the stopped worker had already",
+        "regenerated it after `apply`/`verify` and the redelivery did it again, its first key dying unseen)",
+        "and that the two slots end holding exactly the previous and the served key, every other key the",
+        "resource ever had refused; for Entra, that `addPassword` ran once (twice after `apply`/`verify`),",
+        "the application ends with exactly the served password, every abandoned attempt's password was",
+        "removed, and the previous one was removed once, at retirement, after its replacement was added.",
+        "The `provider calls` column of the table below counts them.",
+        "",
         "Child exits for pauses: the resumed worker stops at its fence (`LeaseLost`: its lease was taken by",
         "the redelivery; `Superseded`: the vault already serves another version) before any side effect, or",
         "fails the read-only `verify` of a value the redelivery already replaced (`VerificationFailed`); a",
@@ -388,15 +412,16 @@ def write_table(out: Path, results: list[CellResult], seconds: float) -> None:
         "stretched here by the load of the matrix itself (up to 6 cells, their child processes and probes at",
         "once on 2 cores). It is inherent to one password per role; `alternating` has none.",
         "",
-        "| rotator | step | fault | child | redeliveries | converged after | intents written |",
-        "|---|---|---|---|---|---|---|",
+        "| rotator | step | fault | child | redeliveries | converged after | intents written | provider calls |",
+        "|---|---|---|---|---|---|---|---|",
         *(f"| {r.spec.rotator} | {r.spec.step} | {r.spec.fault} | {r.child} | {r.redeliveries} | "
-          f"{r.converge_seconds:.1f} s | {r.intents_written} |"
+          f"{r.converge_seconds:.1f} s | {r.intents_written} | {r.provider_calls} |"
           for r in sorted(results, key=lambda r: (r.spec.fault, ROTATORS.index(r.spec.rotator),
                                                    STEPS.index(r.spec.step)))),
         "",
         "The exception-raising matrix of the earlier issues (crash raised at every step, lease released at",
-        "once) still runs in `make test`: tests/integration/test_fault_matrix.py.",
+        "once) still runs in `make test`: tests/integration/test_fault_matrix.py, and for the Azure-managed",
+        "rotators tests/integration/test_azure_fault_matrix.py.",
         "",
         "## Other failures, each a test in `make test`",
         "",

@@ -49,6 +49,10 @@ def _no_problems() -> list[str]:
     return []
 
 
+def _nothing() -> str:
+    return ""
+
+
 @dataclass
 class CellSpec:
     rotator: str  # matrix row: random, jwt-raw, ..., key-slot-openai, entra (test_process_fault_matrix.ROTATORS)
@@ -59,6 +63,7 @@ class CellSpec:
     no_orphans: Callable[[], bool]
     # What the provider saw (slots regenerated, passwords added/removed), for provider-generated credentials.
     provider: Callable[[], list[str]] = _no_problems
+    provider_calls: Callable[[], str] = _nothing  # what the provider was asked to do, for the table
 
 
 @dataclass
@@ -76,6 +81,7 @@ class CellResult:
     child: str = ""
     notes: list[str] = field(default_factory=list)
     provider_problems: list[str] = field(default_factory=list)
+    provider_calls: str = ""
 
     @property
     def ok(self) -> bool:
@@ -214,4 +220,5 @@ async def run_cell(spec: CellSpec, emu: KeyVaultEmulator, settings: Settings, *,
     result.works = latest is not None and await asyncio.to_thread(spec.works, str(latest["value"]))
     result.no_orphans = await asyncio.to_thread(spec.no_orphans)
     result.provider_problems = await asyncio.to_thread(spec.provider)
+    result.provider_calls = spec.provider_calls()
     return result
