@@ -63,6 +63,7 @@ class CognitiveAccount:
     key2: str = field(default_factory=new_key, repr=False)
     data_plane: _Server | None = field(default=None, repr=False)
     endpoint: str = ""
+    regenerated: list[str] = field(default_factory=list)  # slot names, in the order regenerateKey hit them
 
     def keys(self) -> dict[str, str]:
         return {"key1": self.key1, "key2": self.key2}
@@ -81,6 +82,7 @@ class RedisCache:
     primary: str = field(default_factory=new_key, repr=False)
     secondary: str = field(default_factory=new_key, repr=False)
     issued: list[str] = field(default_factory=list, repr=False)  # every key this cache ever had
+    regenerated: list[str] = field(default_factory=list)  # slot names, in the order regenerateKey hit them
 
     def __post_init__(self) -> None:
         self.issued += [self.primary, self.secondary]
@@ -107,6 +109,7 @@ class EntraApp:
     object_id: str
     app_id: str
     passwords: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    history: list[tuple[str, str]] = field(default_factory=list)  # ("add" | "remove", keyId), in order
 
     def add(self, display_name: str | None, end: str | None) -> dict[str, Any]:
         text = secrets.token_urlsafe(30).replace("-", "~")[:40]
@@ -115,6 +118,7 @@ class EntraApp:
                 "hint": text[:3], "keyId": str(uuid.uuid4()), "secretText": text,
                 "startDateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         self.passwords.append(cred)
+        self.history.append(("add", str(cred["keyId"])))
         return dict(cred)
 
     def public(self) -> list[dict[str, Any]]:
@@ -361,6 +365,7 @@ class AzureDoubles:
                     if slot not in ("Key1", "Key2"):
                         raise DoubleError(400, "InvalidRequestContent", "keyName must be Key1 or Key2")
                     setattr(account, slot.lower(), new_key())
+                    account.regenerated.append(slot)
                 return 200, account.keys()
             m = REDIS.match(rest) or AMR.match(rest)
             if m is not None:
@@ -374,6 +379,7 @@ class AzureDoubles:
                         raise DoubleError(400, "InvalidRequestBody", "keyType must be Primary or Secondary")
                     setattr(cache, slot.lower(), new_key())
                     cache.issued.append(getattr(cache, slot.lower()))
+                    cache.regenerated.append(slot)
                     cache.sync()
                 return 200, cache.keys()
         raise DoubleError(404, "InvalidResourceType", "resource type not served by the double")
@@ -397,6 +403,7 @@ class AzureDoubles:
                 app.passwords = [p for p in app.passwords if p["keyId"] != key_id]
                 if len(app.passwords) == before:
                     raise DoubleError(400, "Request_BadRequest", "No password credential found with keyId")
+                app.history.append(("remove", str(key_id)))
                 return 204, None
         raise DoubleError(405, "MethodNotAllowed", "not served")
 

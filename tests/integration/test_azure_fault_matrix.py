@@ -12,21 +12,18 @@ exactly one password, the served one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import trustme
 
 from azuredoubles import AzureDoubles
-from azuredoubles.doubles import GENERATED
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
 from shared.domain.record import RotationRequest, Step, Trigger
 from tests.conftest import VAULT, make_settings
 from tests.integration.rotation_harness import rotation_ids
-from tests.support import leakscan
 from tests.support.azure_targets import (
     cognitive_works,
     entra_works,
@@ -52,15 +49,6 @@ class Cell:
     secret: str
     works: Callable[[str], bool]
     no_orphans: Callable[[str, str], bool]  # (initial value, served value)
-
-
-@pytest.fixture
-def doubles(kv_ca: trustme.CA) -> Iterator[AzureDoubles]:
-    with AzureDoubles(ca=kv_ca) as d:
-        try:
-            yield d
-        finally:
-            leakscan.register(GENERATED)
 
 
 def make_cell(kind: str, emu: KeyVaultEmulator, doubles: AzureDoubles, redis_server: RedisServer) -> Cell:

@@ -8,22 +8,20 @@ Redis behind the Azure Redis double is a real redis-server.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import trustme
 
 from azuredoubles import AzureDoubles
-from azuredoubles.doubles import GENERATED
 from kvemulator import KeyVaultEmulator
 from shared.bootstrap import Container
 from shared.config.operator_file import OperatorConfig
 from shared.domain.errors import ConfigurationError, DownstreamError, PolicyError, VerificationFailed
 from shared.domain.record import RotationRequest, Trigger
 from tests.conftest import VAULT, make_settings
-from tests.support import leakscan, operator_files
+from tests.support import operator_files
 from tests.support.azure_targets import (
     cognitive_works,
     entra_works,
@@ -35,15 +33,6 @@ from tests.support.azure_targets import (
 )
 from tests.support.emulator import latest_of
 from tests.support.services import RedisServer
-
-
-@pytest.fixture
-def doubles(kv_ca: trustme.CA) -> Iterator[AzureDoubles]:
-    with AzureDoubles(ca=kv_ca) as d:
-        try:
-            yield d
-        finally:
-            leakscan.register(GENERATED)
 
 
 @pytest.fixture

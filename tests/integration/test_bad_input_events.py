@@ -17,6 +17,12 @@ flawed but clear event is acted on (the vault's current state decides), an
 unclear one is retried. Each case runs through the registered function
 ``rotate_on_event`` with the event decoded by the Functions worker's own
 converter, as the host delivers it, against the real emulator and Azurite.
+
+The provider-generated credentials (a key slot of an Azure OpenAI account or
+an Azure Cache for Redis, an Entra client secret) get a representative slice
+of the corpus against the doubles (azuredoubles/): a rotated case reaches the
+provider exactly once (one idle slot regenerated, one password added) and
+its redelivery not at all; every other outcome makes no provider call.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import base64
 import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,14 +42,25 @@ import pytest
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
+from azuredoubles import AzureDoubles
 from functions.event_grid import handle_event, rotate_on_event
 from kvemulator import KeyVaultEmulator
-from shared.bootstrap import Container
+from shared.bootstrap import Container, set_container
 from shared.config.settings import Settings
 from shared.domain.errors import ConfigurationError, RotationError, TransientError, UnclearEvent
-from tests.conftest import VAULT
+from tests.conftest import VAULT, make_settings
 from tests.integration.test_vertical_slice import near_expiry_event
+from tests.support.azure_targets import (
+    cognitive_call_works,
+    entra_token_works,
+    redis_key_works,
+    settings_overrides,
+    setup_azure_redis,
+    setup_cognitive,
+    setup_entra,
+)
 from tests.support.emulator import latest_of
+from tests.support.services import RedisServer
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 NAME = "jwt-signing-key"
@@ -239,8 +256,8 @@ def seed_due(emu: KeyVaultEmulator, days_left: int = 10) -> tuple[str, datetime]
     return str(latest_of(emu, NAME)["version"]), exp
 
 
-def event_for(version: str, exp: datetime) -> dict[str, Any]:
-    raw = near_expiry_event(NAME, version)
+def event_for(version: str, exp: datetime, name: str = NAME) -> dict[str, Any]:
+    raw = near_expiry_event(name, version)
     raw["data"]["EXP"] = int(exp.timestamp())
     return raw
 
@@ -408,3 +425,84 @@ async def test_settings_that_cannot_work_refuse_to_start_and_the_event_is_retrie
         await handle_event(event_for(version, exp), _EnvContainer(env))
     assert any("will be retried" in r.getMessage() and message in r.getMessage() for r in caplog.records)
     assert len(emulator.versions(NAME)) == 1
+
+
+# One or more cases of every outcome, none of whose mutations names the JWT secret.
+AZURE_CASES = ["docs-sample-shape", "sdk-camel-case-keys", "cloudevents-with-data-base64", "version-latest",
+               "data-missing", "version-of-an-older-version", "subject-names-another-secret",
+               "secret-name-homoglyph", "new-version-event-is-ignored", "vault-not-on-allow-list"]
+
+
+@dataclass
+class AzureSecret:
+    name: str
+    provider_writes: Callable[[], list[str]]  # slots regenerated / keyIds added, in order
+    works: Callable[[str], bool]  # the value used as a consumer would: data-plane call, AUTH, token
+
+
+@pytest.fixture
+async def azure_container(emulator: KeyVaultEmulator, azurite: Any, doubles: AzureDoubles) -> AsyncIterator[Container]:
+    """The process container, its ARM, Graph and login endpoints on the doubles."""
+    c = Container(make_settings(emulator, azurite, **settings_overrides(doubles)))
+    set_container(c)
+    try:
+        yield c
+    finally:
+        set_container(None)
+        await c.aclose()
+
+
+def seed_azure(kind: str, emu: KeyVaultEmulator, doubles: AzureDoubles, request: pytest.FixtureRequest,
+               days_left: int = 10) -> tuple[AzureSecret, str, datetime]:
+    if kind == "key-slot-openai":
+        account = setup_cognitive(emu, doubles)
+        secret = AzureSecret("azure-openai-api-key", lambda: list(account.regenerated),
+                             lambda v: cognitive_call_works(account, doubles.ca_path, v))
+    elif kind == "key-slot-azure-redis":
+        server: RedisServer = request.getfixturevalue("redis_server_fresh")  # its `default` user follows the keys
+        cache = setup_azure_redis(emu, doubles, server)
+        secret = AzureSecret("redis-password", lambda: list(cache.regenerated), lambda v: redis_key_works(server, v))
+    else:
+        app = setup_entra(emu, doubles)
+        secret = AzureSecret("api-gateway-client-secret", lambda: [k for op, k in app.history[1:] if op == "add"],
+                             lambda v: entra_token_works(doubles, app, v))
+    exp = (datetime.now(UTC) + timedelta(days=days_left)).replace(microsecond=0)
+    emu.update(secret.name, expires_on=exp)
+    return secret, str(latest_of(emu, secret.name)["version"]), exp
+
+
+@pytest.mark.parametrize("case", AZURE_CASES)
+@pytest.mark.parametrize("kind", ["key-slot-openai", "key-slot-azure-redis", "entra-client-secret"])
+async def test_provider_generated_credentials_get_the_stated_outcome_and_reach_the_provider_at_most_once(
+        kind: str, case: str, emulator: KeyVaultEmulator, doubles: AzureDoubles, azure_container: Container,
+        request: pytest.FixtureRequest) -> None:
+    mutation, expect = CASES[case]
+    secret, version, exp = seed_azure(kind, emulator, doubles, request)
+    first = str(latest_of(emulator, secret.name)["value"])
+    doubles.requests.clear()
+    event = worker_event(mutation(copy.deepcopy(event_for(version, exp, secret.name))))
+
+    if expect.outcome == "retried":
+        with pytest.raises(RotationError) as info:
+            await rotate_on_event(event)
+        assert isinstance(info.value, UnclearEvent)
+    else:
+        assert await rotate_on_event(event) is None  # acknowledged
+
+    served = str(latest_of(emulator, secret.name)["value"])
+    if expect.outcome == "rotated":
+        assert len(emulator.versions(secret.name)) == 2, "rotated"
+        assert len(secret.provider_writes()) == 1, "exactly one slot regenerated / password added"
+        assert secret.works(served) and secret.works(first), "the new value works, the previous one still does"
+        writes = secret.provider_writes()
+        again = await handle_event(mutation(copy.deepcopy(event_for(version, exp, secret.name))), azure_container)
+        assert again.status == "skipped", again
+        assert secret.provider_writes() == writes and len(emulator.versions(secret.name)) == 2
+        return
+    assert served == first and len(emulator.versions(secret.name)) == 1
+    assert doubles.requests == [], "an event that rotates nothing makes no provider call"
+    if expect.outcome in {"rejected", "skipped", "ignored"}:
+        result = await handle_event(mutation(copy.deepcopy(event_for(version, exp, secret.name))), azure_container)
+        assert result.acknowledged and result.status == expect.outcome, result
+        assert expect.reason in result.reason, result.reason
+        assert doubles.requests == [] and len(emulator.versions(secret.name)) == 1

@@ -9,6 +9,11 @@ call, a Redis AUTH, a client-credentials token.
 
 from __future__ import annotations
 
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from typing import Any
 
@@ -92,3 +97,31 @@ def redis_key_works(server: RedisServer, value: str) -> bool:
 
 def entra_works(app: EntraApp, value: str) -> bool:
     return app.accepts(value)
+
+
+def cognitive_call_works(account: CognitiveAccount, ca_path: str, value: str) -> bool:
+    """What a consumer does with the key: one data-plane call over HTTPS (``GET /openai/models``)."""
+    request = urllib.request.Request(f"{account.endpoint}/openai/models", headers={"api-key": value})
+    return _status(request, ca_path) == 200
+
+
+def entra_token_works(doubles: AzureDoubles, app: EntraApp, value: str) -> bool:
+    """What the gateway does with its client secret: a client-credentials token request over HTTPS."""
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": app.app_id,
+                                   "client_secret": value, "scope": "api://gateway/.default"}).encode()
+    request = urllib.request.Request(f"{doubles.url}/{app.tenant}/oauth2/v2.0/token", data=form, method="POST")
+    return _status(request, doubles.ca_path, token=True) == 200
+
+
+def _status(request: urllib.request.Request, ca_path: str, *, token: bool = False) -> int:
+    context = ssl.create_default_context(cafile=ca_path)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            body = response.read()
+            if token and not json.loads(body or b"{}").get("access_token"):
+                return 0
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0

@@ -7,6 +7,8 @@ lease, PostgreSQL/Redis). Right after the step named ``stop_at`` it prints
 boundary, lease held. The parent then SIGKILLs it (a death) or leaves it
 stopped past the lease and SIGCONTs it later (a pause). Its last line is
 ``RESULT <json>``: the outcome's status or the error code, never a value.
+Its log records go to stderr, which the parent adds to the suite's secret-leak
+scan.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import signal
 import sys
@@ -34,6 +37,18 @@ def settings_from_json(data: dict[str, Any]) -> Settings:
     values = {k: v for k, v in data.items() if k in fields}
     values["allowed_vaults"] = tuple(values.get("allowed_vaults") or ())
     return Settings(**values)
+
+
+def log_to_stderr() -> None:
+    """The app's records (DEBUG) and everyone else's (INFO), in the leak scan's format."""
+    from tests.support.leakscan import ExtrasFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ExtrasFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("shared").setLevel(logging.DEBUG)
 
 
 def say(line: str) -> None:
@@ -71,4 +86,5 @@ async def main(config: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
+    log_to_stderr()
     sys.exit(asyncio.run(main(json.loads(sys.argv[1]))))

@@ -9,6 +9,8 @@ because each test then pays nothing for them, which keeps the suite fast on a
 that stops a server, changes the admin password or otherwise damages it
 should take a ``*_fresh`` fixture instead, which gives it a private server
 that is thrown away afterwards (Redis starts in ~0.1 s, PostgreSQL in ~1 s).
+The Azure doubles (ARM, Graph, the token endpoint) are per test: their
+resources are the test's own.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
+from azuredoubles import AzureDoubles
+from azuredoubles.doubles import GENERATED
+from tests.support import leakscan
 from tests.support.services import Azurite, PostgresServer, RedisServer
 
 __all__ = [
     "azurite",
+    "doubles",
     "postgres_server",
     "postgres_server_fresh",
     "redis_server",
@@ -61,3 +68,13 @@ def azurite() -> Iterator[Azurite]:
     """Shared Azurite blob service; use unique container names per test."""
     with Azurite() as server:
         yield server
+
+
+@pytest.fixture
+def doubles(kv_ca: trustme.CA) -> Iterator[AzureDoubles]:
+    """The Azure doubles over HTTPS, with a certificate from the Key Vault emulator's CA."""
+    with AzureDoubles(ca=kv_ca) as d:
+        try:
+            yield d
+        finally:
+            leakscan.register(GENERATED)  # keys and passwords of abandoned attempts never reach a vault

@@ -67,6 +67,18 @@ class FileRecorder(logging.Handler):
 _STANDARD_ATTRS = set(logging.LogRecord("x", 0, "x", 0, "x", None, None).__dict__) | {"message", "asctime"}
 
 
+class ExtrasFormatter(logging.Formatter):
+    """The recorder's line format, extras included, for processes that log elsewhere (the fault matrix's
+    workers write it to stderr, which the parent adds with :func:`record`)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        return f"{super().format(record)} {extras!r}"
+
+
 _recorder: FileRecorder | None = None
 
 

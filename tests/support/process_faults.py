@@ -37,6 +37,7 @@ from shared.bootstrap import Container
 from shared.config.settings import Settings
 from shared.domain.errors import RotationError
 from shared.domain.record import RotationRequest, Trigger, intent_secret_name
+from tests.support import leakscan
 from tests.support.emulator import latest_of
 from tests.support.fault_worker import settings_to_json
 
@@ -45,14 +46,25 @@ REDELIVERY_SECONDS = 10.0
 MAX_REDELIVERIES = 8
 
 
+def _no_problems() -> list[str]:
+    return []
+
+
+def _nothing() -> str:
+    return ""
+
+
 @dataclass
 class CellSpec:
-    rotator: str  # matrix row: random, jwt-raw, jwt-jwks, postgres-alternating, postgres-single, redis
+    rotator: str  # matrix row: random, jwt-raw, ..., key-slot-openai, entra (test_process_fault_matrix.ROTATORS)
     step: str
     fault: str  # kill | pause
     secret: str
     works: Callable[[str], bool]
     no_orphans: Callable[[], bool]
+    # What the provider saw (slots regenerated, passwords added/removed), for provider-generated credentials.
+    provider: Callable[[], list[str]] = _no_problems
+    provider_calls: Callable[[], str] = _nothing  # what the provider was asked to do, for the table
 
 
 @dataclass
@@ -69,10 +81,13 @@ class CellResult:
     converge_seconds: float = 0.0
     child: str = ""
     notes: list[str] = field(default_factory=list)
+    provider_problems: list[str] = field(default_factory=list)
+    provider_calls: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.reached and self.rotations == 1 and self.works and self.no_orphans
+        return (self.reached and self.rotations == 1 and self.works and self.no_orphans
+                and not self.provider_problems)
 
     def cell_text(self) -> str:
         if not self.reached:
@@ -182,6 +197,7 @@ async def run_cell(spec: CellSpec, emu: KeyVaultEmulator, settings: Settings, *,
                 proc.send_signal(signal.SIGCONT)  # the frozen worker wakes up and carries on
                 rest = (await asyncio.wait_for(proc.stdout.read(), 120)).decode()
                 await proc.wait()
+                leakscan.record("fault-worker-stdout", rest)
                 last = [ln for ln in rest.splitlines() if ln.startswith("RESULT ")]
                 outcome = json.loads(last[-1][7:]) if last else {"status": f"exit {proc.returncode}"}
                 result.child = str(outcome.get("code") or outcome.get("status"))
@@ -193,6 +209,8 @@ async def run_cell(spec: CellSpec, emu: KeyVaultEmulator, settings: Settings, *,
                 proc.kill()
                 await proc.wait()
             await healthy.aclose()
+            # The worker's log records and tracebacks join the suite's secret-leak scan (tests/support/leakscan).
+            leakscan.record("fault-worker-stderr", stderr_path.read_text(encoding="utf-8", errors="replace"))
     result.lockout_seconds = round(probe.lockout_seconds, 1)
     result.versions_written = len(emu.versions(spec.secret)) - initial_versions
     intent = intent_secret_name(spec.secret)
@@ -202,4 +220,6 @@ async def run_cell(spec: CellSpec, emu: KeyVaultEmulator, settings: Settings, *,
     latest = emu.latest(spec.secret)
     result.works = latest is not None and await asyncio.to_thread(spec.works, str(latest["value"]))
     result.no_orphans = await asyncio.to_thread(spec.no_orphans)
+    result.provider_problems = await asyncio.to_thread(spec.provider)
+    result.provider_calls = spec.provider_calls()
     return result
