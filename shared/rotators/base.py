@@ -18,12 +18,22 @@ invocation. A rotator declares how many record entries it may write
 happens), how long the previous credential must outlive the commit
 (``retire_overlap``) and, in its registry line, whether it may serve as a
 manual-only secret's ``generator`` (:mod:`shared.rotators.registry`).
+
+Fencing at the write: a rotator reads before it writes (the admin secret, a
+connection, the provider's key list), and a worker can pause past its lease
+between those reads and the write while a redelivery finishes the rotation; its
+write would then hit the credential now in force. So a rotator awaits
+``ctx.fence()`` right before each downstream write: the engine renews the lease
+and re-reads the served version there, and the paused worker stops. What is
+left open is the gap between the fence's answer and the write request — local
+code only; closing it would need a fencing token the downstream checks, which
+ARM, Graph, PostgreSQL roles and Redis ACLs do not offer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar, Protocol, runtime_checkable
@@ -32,6 +42,10 @@ from shared.config.operator_file import Target
 from shared.domain.errors import ConfigurationError
 from shared.domain.model import NewSecret, RetireResult, SecretVersion
 from shared.domain.ports import SecretReader
+
+
+async def _no_fence() -> None:
+    """A context built outside the engine (tests, tools) has no lease to prove."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,8 @@ class RotationContext:
     record: Mapping[str, str] = field(default_factory=dict)  # this rotation's record, read back from the tags
     expires_on: datetime | None = None  # expiry of the version this rotation writes (a provider credential's end)
     emergency: bool = False  # retire: leak response, the previous credential must stop working now
+    # Await right before each downstream write (see the module docstring); the engine binds it.
+    fence: Callable[[], Awaitable[None]] = field(default=_no_fence, repr=False, compare=False)
 
 
 RECORD_KEY_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")

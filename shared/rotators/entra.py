@@ -109,7 +109,8 @@ class EntraClientSecretRotator(RotatorDefaults):
             raise DownstreamError(f"application {target.client_id}: unexpected Graph answer")
         return [c for c in creds if isinstance(c, dict) and isinstance(c.get("keyId"), str)]
 
-    async def _remove(self, target: EntraApplicationTarget, key_id: str) -> None:
+    async def _remove(self, ctx: RotationContext, target: EntraApplicationTarget, key_id: str) -> None:
+        await ctx.fence()  # after the listing: a paused worker must not remove what is now in force
         await self.graph().send("POST", f"{self._app_path(target)}/removePassword", json={"keyId": key_id},
                                 what=f"removePassword on application {target.client_id}", ok=(200, 204, 404))
 
@@ -129,12 +130,13 @@ class EntraClientSecretRotator(RotatorDefaults):
         mine = self._display_name(ctx)
         for cred in await self._passwords(target):
             if cred.get("displayName") == mine and cred.get("hint") != current_hint:
-                await self._remove(target, cred["keyId"])  # abandoned by an earlier, crashed attempt
+                await self._remove(ctx, target, cred["keyId"])  # abandoned by an earlier, crashed attempt
                 log.info("secret %s: removed an abandoned password of an earlier attempt", ctx.secret_name,
                          extra={"secret": ctx.secret_name, "key_id": cred["keyId"]})
         end = ctx.expires_on or (ctx.now + DEFAULT_LIFETIME)
         body = {"passwordCredential": {"displayName": mine,
                                        "endDateTime": end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        await ctx.fence()
         _, answer = await self.graph().send("POST", f"{self._app_path(target)}/addPassword", json=body,
                                             what=f"addPassword on application {target.client_id}")
         secret = answer.get("secretText") if isinstance(answer, dict) else None
@@ -176,7 +178,7 @@ class EntraClientSecretRotator(RotatorDefaults):
             if cred["keyId"] == recorded or hint == current_hint:
                 continue  # the credential in force: never removed
             if (previous_hint and hint == previous_hint) or cred.get("displayName") == mine:
-                await self._remove(target, cred["keyId"])
+                await self._remove(ctx, target, cred["keyId"])
                 removed += 1
         if removed == 0:
             return RetireResult(done=True, detail="no previous password left to remove")

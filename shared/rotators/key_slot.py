@@ -220,6 +220,7 @@ class KeySlotRotator(RotatorDefaults):
             idle = provider.slots[1]
         else:
             idle = provider.slots[1] if in_use == provider.slots[0] else provider.slots[0]
+        await ctx.fence()  # after listKeys: a worker paused there must not regenerate the slot now in force
         value = await provider.regenerate(idle)
         if not value or same(value, current):
             raise DownstreamError(f"regenerating {idle} returned no new key")
@@ -243,6 +244,7 @@ class KeySlotRotator(RotatorDefaults):
         if not same(keys.get(slot, ""), current):
             return RetireResult(done=False, detail=f"the vault's value is no longer in {slot}; nothing regenerated")
         other = provider.slots[1] if slot == provider.slots[0] else provider.slots[0]
+        await ctx.fence()
         await provider.regenerate(other)
         return RetireResult(done=True, detail=f"emergency: {other} regenerated, the previous key no longer works")
 

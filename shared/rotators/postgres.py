@@ -424,6 +424,7 @@ class PostgresRotator(RotatorDefaults):
                 await self._ensure_alternating_roles(conn, opts)
             elif role not in await self._existing_roles(conn, [role]):
                 raise ConfigurationError(f"role {role} does not exist in PostgreSQL")
+            await ctx.fence()
             await self._set_password(conn, opts, role, password)
         except psycopg.Error as exc:
             raise DownstreamError(f"apply: changing the password of role {role} failed ({_describe(exc)})") from exc
@@ -542,6 +543,7 @@ class PostgresRotator(RotatorDefaults):
         assert old_role is not None
         conn = await self._connect_admin(ctx, opts, f"retire for role {old_role}")
         try:
+            await ctx.fence()
             await conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(old_role)))
         except psycopg.errors.UndefinedObject:
             return RetireResult(done=True, detail=f"role {old_role} no longer exists")
@@ -617,6 +619,7 @@ class PostgresRotator(RotatorDefaults):
                 raise ConfigurationError(f"repair: role {role} does not exist in PostgreSQL")
             if row[0]:
                 raise ConfigurationError(f"refusing to repair role {role}: it is a superuser")
+            await ctx.fence()
             await self._set_password(conn, opts, role, password)
         except psycopg.Error as exc:
             raise DownstreamError(f"repair: setting the password of role {role} failed ({_describe(exc)})") from exc

@@ -398,6 +398,7 @@ class RedisRotator(RotatorDefaults):
 
             async def work(client: aioredis.Redis, name: str = name) -> str:
                 # One command, so Redis applies the whole rule list or none of it.
+                await ctx.fence()
                 await _acl_setuser(client, cred.user, rules)
                 return await self._persist(client, opts.persist, name)
 
@@ -473,6 +474,7 @@ class RedisRotator(RotatorDefaults):
                 # the error text echoes the rule; look before removing.
                 present = old_hash in (await _password_hashes(client, old.user) or set())
                 if present:
+                    await ctx.fence()
                     try:
                         await _acl_setuser(client, old.user, ["!" + old_hash])
                     except ResponseError:
@@ -535,6 +537,7 @@ class RedisRotator(RotatorDefaults):
                     raise ConfigurationError(f"repair: redis user {cred.user} does not exist on node {name}")
                 if wanted in hashes:
                     return False
+                await ctx.fence()
                 await _acl_setuser(client, cred.user, ["#" + wanted])
                 await self._persist(client, opts.persist, name)
                 return True
