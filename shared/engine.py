@@ -48,11 +48,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from shared.decisions import Decision, Readiness, RetirementRules, decide, has_work, retire_ready
 from shared.errors import (
     LeaseNotNeeded,
-    ManualOnly,
     NotManaged,
-    OverlapActive,
     PolicyError,
     RotationError,
     SecretNotFound,
@@ -99,7 +98,6 @@ from shared.rotators.base import (
     normalise_applied,
 )
 from shared.settings import Settings
-from shared.validation import same_version
 
 if TYPE_CHECKING:
     from shared.telemetry import Telemetry
@@ -239,16 +237,21 @@ class RotationEngine:
         if policy.target is not None:
             self._operator.target(policy.target.name)
 
+    def _retirement_rules(self, rotator: Rotator, policy: Policy, version: SecretVersion) -> RetirementRules:
+        return RetirementRules(
+            overlap=rotator.retire_overlap(policy.options),
+            grace=timedelta(hours=self._settings.grace_period_hours),
+            retire_when=self._settings.retire_when,
+            consumers=tuple(self._consumers_for(version.properties.name, policy.consumers_tag)),
+        )
+
     def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
         """Whether an unfinished rotation recorded on the current version can progress now."""
-        tags = current.properties.tags
-        state = pending_state(tags)
-        if state is None:
-            return False
-        if state in (State.COMMITTED, State.RETIRED) or tags.get(Tag.PENDING):
-            return True
+        if pending_state(current.properties.tags) is None:
+            return False  # the common case, decided without building the retirement rules
         rotator = self._rotators.get(self._kind(policy) or "")
-        return rotator is not None and self._retire_ready(rotator, policy, current, tags)[0]
+        rules = self._retirement_rules(rotator, policy, current) if rotator is not None else None
+        return has_work(current.properties, self._clock(), rules)
 
     def _policy(self, name: str, current: SecretVersion) -> Policy:
         policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
@@ -267,65 +270,9 @@ class RotationEngine:
             )
         return policy
 
-    def _decide(self, req: RotationRequest, policy: Policy, current: SecretVersion) -> tuple[bool, str]:
-        props = current.properties
-        emergency = req.trigger == Trigger.EMERGENCY
-        if policy.manual and not (req.force or emergency):
-            raise ManualOnly(f"secret {req.secret_name} is rotated by hand only; use force to rotate it")
-        if policy.manual and self._kind(policy) is None:
-            raise ManualOnly(
-                f"secret {req.secret_name} is rotated by hand only and the operator file names no generator "
-                "for it; rotate it at its provider and write the new version"
-            )
-        is_event = req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED)
-        if is_event and req.event_version and not same_version(req.event_version, props.version):
-            return False, (
-                f"duplicate: the event names version {req.event_version}, "
-                f"the vault already serves {props.version}"
-            )
-        if req.expected_version and not same_version(req.expected_version, props.version):
-            return False, f"already rotated: the vault serves {props.version}, not {req.expected_version}"
-        if pending_state(props.tags) is not None and not emergency:
-            if req.force:
-                raise OverlapActive(
-                    f"secret {req.secret_name}: the previous rotation is still in its overlap, and consumers may "
-                    "still hold the previous credential; force would invalidate it. Wait for its retirement "
-                    "(see the status route), or use emergency to revoke it at once (leak response)"
-                )
-            return False, "the previous rotation is still in its overlap (retirement pending)"
-        if emergency:
-            return True, "emergency"
-        if req.force:
-            return True, "forced"
-        if req.trigger == Trigger.HTTP:
-            return True, "requested"
-        if req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED) and req.event_version:
-            not_due = self._extended(req, props.expires_on)
-            if not_due is not None:
-                return False, not_due
-            return True, f"Key Vault reported {req.trigger} for the current version"
-        return policy.is_due(props, self._clock(), self._settings.lead_days)
-
-    def _extended(self, req: RotationRequest, expires_on: datetime | None) -> str | None:
-        """Why an event for the current version no longer calls for a rotation, or None if it does.
-
-        Decided on the vault's current state: an expiry PATCHed later after Key Vault raised the
-        event takes the version out of the near-expiry window, and the event is then moot. An
-        hour of slack absorbs clock skew between Key Vault and this app.
-        """
-        if expires_on is None:
-            return None  # expiry removed: a managed secret without expiry is due
-        due_at = expires_on - timedelta(days=self._settings.lead_days)
-        if due_at - EVENT_CLOCK_SLACK <= self._clock():
-            return None
-        reported = req.event_expires_on
-        if reported is not None and expires_on <= reported + timedelta(seconds=1):
-            return (
-                f"not due: the current version expires {expires_on.isoformat()}, the event (for expiry "
-                f"{reported.isoformat()}) arrived before the near-expiry window (due {due_at.isoformat()})"
-            )
-        was = f" from {reported.isoformat()}" if reported is not None else ""
-        return f"expiry was extended{was} to {expires_on.isoformat()}: not due until {due_at.isoformat()}"
+    def _decide(self, req: RotationRequest, policy: Policy, current: SecretVersion) -> Decision:
+        return decide(req, policy, current.properties, self._clock(), self._settings.lead_days,
+                      kind=self._kind(policy))
 
     # --------------------------------------------------------------- rotation
 
@@ -777,33 +724,9 @@ class RotationEngine:
 
     def _retire_ready(
         self, rotator: Rotator, policy: Policy, version: SecretVersion, tags: Mapping[str, str]
-    ) -> tuple[bool, str]:
-        now = self._clock()
-        rotated_at = parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
-        overlap = rotator.retire_overlap(policy.options)
-        grace = timedelta(hours=self._settings.grace_period_hours)
-        if now < rotated_at + overlap:
-            return False, f"retirement waits for the overlap until {(rotated_at + overlap).isoformat()}"
-        n_acked, _, n_total = tags.get(Tag.ACKS, "0/0").partition("/")
-        # With no consumer configured nobody can acknowledge: only the grace period retires.
-        everyone_acked = n_total.isdigit() and int(n_total) > 0 and n_acked == n_total and not tags.get(Tag.PENDING)
-        # Replica safety: a ping reaches one instance. Until each consumer's
-        # maximum cache age has passed, some instance may still use the old
-        # value, unless its acknowledgement covered every instance.
-        consumers = list(self._consumers_for(version.properties.name, policy.consumers_tag))
-        cache_all = timedelta(seconds=max((c.max_cache_seconds for c in consumers), default=0))
-        cache_unconfirmed = timedelta(
-            seconds=max((c.max_cache_seconds for c in consumers if c.acknowledges != "service"), default=0)
-        )
-        if self._settings.retire_when == "acknowledged_or_grace" and everyone_acked:
-            if now >= rotated_at + cache_unconfirmed:
-                return True, "every consumer acknowledged"
-            until = (rotated_at + cache_unconfirmed).isoformat()
-            return False, f"acknowledged per instance; retirement waits for the consumers' cache age until {until}"
-        deadline = rotated_at + max(grace, overlap, cache_all)
-        if now >= deadline:
-            return True, "grace period ended"
-        return False, f"retirement waits for acknowledgements or the grace period until {deadline.isoformat()}"
+    ) -> Readiness:
+        return retire_ready(version.properties, tags, self._clock(),
+                            self._retirement_rules(rotator, policy, version))
 
     async def _notify(
         self,
