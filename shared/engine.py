@@ -40,13 +40,17 @@ being kept works, so the last working credential is never retired.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.decisions import Decision, Readiness, RetirementRules, decide, has_work, retire_ready
 from shared.errors import (
@@ -59,7 +63,7 @@ from shared.errors import (
     VerificationFailed,
 )
 from shared.model import NewSecret, SecretVersion
-from shared.operator_config import OperatorConfig
+from shared.operator_config import OperatorConfig, PostgresTarget, RedisTarget
 from shared.policy import ROTATOR_RECORD_PREFIX, Policy, carried_tags, resolve_policy, rotator_record
 from shared.ports import (
     Consumer,
@@ -106,6 +110,52 @@ log = logging.getLogger(__name__)
 
 StepHook = Callable[[Step, RotationRequest], Awaitable[None]]
 ConsumersFor = Callable[[str, str | None], Sequence[Consumer]]
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+class _Unread(Enum):
+    UNREAD = "unread"
+
+
+_UNREAD = _Unread.UNREAD  # a durable intent not read yet (None: read, and there is none)
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Run two independent round trips at once; both finish, then the first one's error wins.
+
+    Neither is abandoned half-way when the other fails, so nothing of a fence is still in flight once
+    the engine acts on its answer, and errors come in the order the two calls had when run in turn."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b
+
+
+class _EarlyLease:
+    """A lease acquired while the request's first read runs.
+
+    Its acquisition is never cancelled mid-call (a lease granted to an abandoned call would keep the
+    secret locked until it lapses). When the first read shows no need for it, ``unwanted`` tells the
+    locker's wait loop, which asks between attempts, and a lease already granted is released at once."""
+
+    def __init__(self, hold: AbstractAsyncContextManager[Lease]) -> None:
+        self.unwanted = False
+        self.stack = contextlib.AsyncExitStack()  # exits the lease's context in the request's own task
+        self._acquiring = asyncio.create_task(self.stack.enter_async_context(hold))
+
+    async def held(self) -> Lease:
+        return await self._acquiring
+
+    async def drop(self) -> None:
+        self.unwanted = True
+        try:
+            await self._acquiring
+        except Exception:  # never granted (abandoned, contended, storage down): nothing to release
+            return
+        await self.stack.aclose()
 
 
 class RotationEngine:
@@ -158,45 +208,78 @@ class RotationEngine:
         not_managed = NotManaged(f"no managed secret named {req.secret_name}")
         if not self._operator.may_be_managed(req.secret_name):
             raise not_managed
-        try:
-            current = await store.get(req.secret_name)
-        except SecretNotFound:
-            raise not_managed from None
-        policy = self._policy(req.secret_name, current)
-        rotate, why = self._decide(req, policy, current)
-        if req.dry_run:
-            return self._plan(req, policy, current, rotate, why)
-        if not rotate and not self._has_work(policy, current):
-            live = await self._check_served(req, policy, current)
-            if live != "refused":
-                log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
-                skipped = self._skipped(req, current, why)
-                skipped.liveness = live
-                return skipped
-        latest = current
+        # Key Vault names are case-insensitive: one lease per secret, however a caller spells it.
+        lease_key = f"{req.vault}/{req.secret_name}".lower()
+        latest: SecretVersion | None = None
+        early: _EarlyLease | None = None
 
         async def done_meanwhile() -> bool:
             """While queueing for the lease: has the holder made this request moot?"""
             nonlocal latest
+            if early is not None and early.unwanted:
+                return True  # the first read already showed the lease is not needed
             latest = await store.get(req.secret_name)
             fresh_policy = self._policy(req.secret_name, latest)
             needed, _ = self._decide(req, fresh_policy, latest)
             return not needed and not self._has_work(fresh_policy, latest)
 
+        if req.trigger in (Trigger.HTTP, Trigger.EMERGENCY) and not req.dry_run:
+            # An operator's request nearly always rotates: its lease is acquired while the secret is
+            # read, not after. The read that started before the lease was held only decides whether to
+            # keep it; _run_locked decides again on a read made under it.
+            early = _EarlyLease(self._locker.hold(lease_key, done_meanwhile))
         try:
-            # Key Vault names are case-insensitive: one lease per secret, however a caller spells it.
-            lease_key = f"{req.vault}/{req.secret_name}".lower()
+            current = await self._read_first(store, req, not_managed)
+            policy = self._policy(req.secret_name, current)
+            rotate, why = self._decide(req, policy, current)
+            answer: Outcome | None = None
+            if req.dry_run:
+                answer = self._plan(req, policy, current, rotate, why)
+            elif not rotate and not self._has_work(policy, current):
+                live = await self._check_served(req, policy, current)
+                if live != "refused":
+                    log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
+                    answer = self._skipped(req, current, why)
+                    answer.liveness = live
+            single = answer is None and self._single_hint(store, req, policy, current)
+        except BaseException:
+            if early is not None:
+                await early.drop()
+            raise
+        if answer is not None:
+            if early is not None:
+                await early.drop()
+            return answer
+        try:
+            if early is not None:
+                lease = await early.held()
+                async with early.stack:
+                    return await self._run_locked(store, req, lease, single)
             async with self._locker.hold(lease_key, done_meanwhile) as lease:
-                return await self._run_locked(store, req, lease)
+                return await self._run_locked(store, req, lease, single)
         except LeaseNotNeeded:
-            _, why = self._decide(req, self._policy(req.secret_name, latest), latest)
+            seen = latest if latest is not None else current
+            _, why = self._decide(req, self._policy(req.secret_name, seen), seen)
             log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
-            return self._skipped(req, latest, why)
+            return self._skipped(req, seen, why)
 
-    async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease) -> Outcome:
-        current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
+    @staticmethod
+    async def _read_first(store: SecretStore, req: RotationRequest, not_managed: NotManaged) -> SecretVersion:
+        try:
+            return await store.get(req.secret_name)
+        except SecretNotFound:
+            raise not_managed from None
+
+    async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease, single: bool) -> Outcome:
+        """Under the lease. ``single``: the first read found a rotator without overlap, whose durable
+        intent is then read alongside the secret (both after the lease was acquired)."""
+        # Decide again on a fresh read, under the lease.
+        if single:
+            current, intent = await _both(store.get(req.secret_name), self._read_intent(store, req))
+        else:
+            current, intent = await store.get(req.secret_name), None
         policy = self._policy(req.secret_name, current)
-        recovered = await self._recover_intent(store, req, policy, current, lease)
+        recovered = await self._recover_intent(store, req, policy, current, lease, intent if single else _UNREAD)
         if recovered is not None:
             return recovered
         resumed: Outcome | None = None
@@ -236,6 +319,12 @@ class RotationEngine:
         """A target whose ``${SETTING}`` placeholders are unset fails here, naming them, before anything runs."""
         if policy.target is not None:
             self._operator.target(policy.target.name)
+
+    @staticmethod
+    def _secrets_read(policy: Policy) -> tuple[str, ...]:
+        """The other secrets a rotation of this policy reads: its target's admin credential."""
+        target = policy.target
+        return (target.admin_secret,) if isinstance(target, PostgresTarget | RedisTarget) else ()
 
     def _retirement_rules(self, rotator: Rotator, policy: Policy, version: SecretVersion) -> RetirementRules:
         return RetirementRules(
@@ -287,9 +376,9 @@ class RotationEngine:
         """Right before a side effect: the lease is still ours and the vault still serves ``expected``.
 
         A worker that paused (GC, VM freeze, SIGSTOP) past its lease, while another one
-        finished, fails here and changes nothing."""
-        await lease.ensure()
-        latest = await store.get(req.secret_name)
+        finished, fails here and changes nothing. The renewal and the read are independent and run at
+        once; both answers are in and checked before the side effect starts."""
+        _, latest = await _both(lease.ensure(), store.get(req.secret_name))
         if latest.properties.version != expected:
             raise Superseded(
                 f"secret {req.secret_name}: the vault now serves version {latest.properties.version}, "
@@ -327,7 +416,8 @@ class RotationEngine:
         rotation_id = uuid.uuid4().hex
         now = self._clock()
         expires_on = policy.new_expiry(now) if policy.validity_days else None
-        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store), expires_on=expires_on)
+        reader = _RunReader(store)
+        ctx = self._context(req, policy, current, rotation_id, now, reader, expires_on=expires_on)
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
         self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
@@ -345,7 +435,9 @@ class RotationEngine:
             await self._write_intent(store, req, kind, current, new, rotation_id, now)
             await self._step(Step.INTENT, req, timings, t)
         t = time.perf_counter()
-        await self._fence(store, req, lease, current.properties.version)
+        # The secrets apply reads (the target's admin credential) are read while the fence runs.
+        await _both(self._fence(store, req, lease, current.properties.version),
+                    reader.read_ahead(self._secrets_read(policy)))
         # A provider-generated credential (a regenerated key slot, an Entra password) comes back from apply,
         # with a small record (slot, key id) that is persisted below for retire on a later invocation.
         new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
@@ -411,10 +503,10 @@ class RotationEngine:
             await self._step(Step.COMMIT, req, timings, t)
             self._telemetry.annotate(version=props.version)
             log.info("rotation committed", extra={**extra, "version": props.version})
-            if single:
-                await self._clear_intent(store, req)
-
-            served = await store.get(req.secret_name)
+            if single:  # the intent's clearing and the read confirming the commit are independent
+                _, served = await _both(self._clear_intent(store, req), store.get(req.secret_name))
+            else:
+                served = await store.get(req.secret_name)
             if served.properties.version != props.version:
                 # Another writer committed between our fence and our write: reconcile on what is served.
                 log.warning("another version was committed concurrently; reconciling on the served one",
@@ -477,22 +569,40 @@ class RotationEngine:
         if intent is not None:
             await store.update_properties(intent.name, intent.properties.version, enabled=False)
 
+    def _without_overlap(self, store: SecretStore, req: RotationRequest, policy: Policy,
+                         current: SecretVersion) -> bool:
+        """Whether the secret's rotator has no overlap (the current value stops working in ``apply``)."""
+        kind = self._kind(policy)
+        rotator = self._rotators.get(kind or "")
+        if kind is None or rotator is None or policy.manual:
+            return False
+        probe_ctx = self._context(req, policy, current, "intent", self._clock(), _RunReader(store))
+        return self._single_credential(rotator, probe_ctx)
+
+    def _single_hint(self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion) -> bool:
+        """From the first read: is a durable intent worth reading alongside the read under the lease? Only a
+        hint; a target the rotator refuses is reported by the same question asked under the lease."""
+        try:
+            return self._without_overlap(store, req, policy, current)
+        except RotationError:
+            return False
+
     async def _recover_intent(
-        self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease
+        self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease,
+        intent: SecretVersion | _Unread | None,
     ) -> Outcome | None:
         """Finish a single-credential rotation whose worker died between its intent and its commit.
 
         If the intended value is live downstream, commit it (no second password change). If it is not
         and the served one still works, the worker died before ``apply``: drop the intent. If neither
-        works, apply the intended value (what the dead worker was doing) and commit it."""
+        works, apply the intended value (what the dead worker was doing) and commit it. ``intent`` is
+        the companion secret when it was already read under this lease."""
         kind = self._kind(policy)
         rotator = self._rotators.get(kind or "")
-        if kind is None or rotator is None or policy.manual:
+        if kind is None or rotator is None or not self._without_overlap(store, req, policy, current):
             return None
-        probe_ctx = self._context(req, policy, current, "intent", self._clock(), _RunReader(store))
-        if not self._single_credential(rotator, probe_ctx):
-            return None
-        intent = await self._read_intent(store, req)
+        if intent is _UNREAD:
+            intent = await self._read_intent(store, req)
         if intent is None:
             return None
         tags = intent.properties.tags
@@ -641,7 +751,6 @@ class RotationEngine:
                 result = await self._notify(req, policy, version, previous, tags)
             else:
                 result, t = notified
-                await self._fence(store, req, lease, version.properties.version)  # before the tag write
             consumers_report = [
                 {"consumer": c.consumer, "ok": c.ok, "status": c.status, "attempts": c.attempts, "error": c.error}
                 for c in result.consumers
@@ -656,7 +765,10 @@ class RotationEngine:
             else:
                 tags.pop(Tag.PENDING, None)
             if rotator is None or not (revoke_now or self._retire_ready(rotator, policy, version, tags)[0]):
-                # Record the acknowledgements now; when retirement follows at once, its write records both.
+                # Record the acknowledgements now; when retirement follows at once, its write records both
+                # (and it is fenced there). The pings of a fresh commit were fenced by the read confirming it.
+                if notified is not None:
+                    await self._fence(store, req, lease, version.properties.version)
                 await store.update_properties(name, version.properties.version, tags=tags)
             steps.append(Step.NOTIFY)
             await self._step(Step.NOTIFY, req, timings, t)
@@ -672,13 +784,16 @@ class RotationEngine:
                                 expires_on=version.properties.expires_on, record=rotator_record(tags),
                                 emergency=revoke_now)
             self._require_target(policy)
-            await self._fence(store, req, lease, version.properties.version)
-            if isinstance(rotator, LivenessRotator) and not await rotator.check(ctx, version.value):
-                # Never retire the last working credential: the value being kept must work first.
-                repaired = await self._repair_locked(store, req, policy, version, lease)
-                if repaired is not None:
-                    repaired.reason += "; retirement postponed to the next invocation"
-                    return repaired
+            if isinstance(rotator, LivenessRotator):
+                # Never retire the last working credential: the value being kept must work first. The login
+                # changes nothing, so it runs alongside a fence; the retirement itself is fenced again below.
+                _, works = await _both(self._fence(store, req, lease, version.properties.version),
+                                       rotator.check(ctx, version.value))
+                if not works:
+                    repaired = await self._repair_locked(store, req, policy, version, lease)
+                    if repaired is not None:
+                        repaired.reason += "; retirement postponed to the next invocation"
+                        return repaired
             await self._fence(store, req, lease, version.properties.version)
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
@@ -858,4 +973,11 @@ class _RunReader:
         if key not in self._cache:
             self._cache[key] = await self._store.get(name, version)
         return self._cache[key]
+
+    async def read_ahead(self, names: Sequence[str]) -> None:
+        """Read what a rotator is about to ask for, while something else runs. A failed read is left to
+        the rotator's own, which reports it in its terms (a missing admin secret is a configuration error)."""
+        for name in names:
+            with contextlib.suppress(RotationError):
+                await self.get(name)
 
