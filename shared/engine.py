@@ -1,5 +1,10 @@
 """The rotation engine: an explicit state machine over the rotator port.
 
+The engine orchestrates: it reads the vault, holds the lease, fences and calls
+the rotator. What to do (rotate? is an unfinished rotation ready to progress?
+may the previous credential go?) is decided by the pure functions of
+:mod:`shared.decisions`, given the moment and the settings.
+
 A rotation walks ``CREATE -> APPLY -> VERIFY -> COMMIT -> NOTIFY -> RETIRE``.
 Before COMMIT nothing durable records progress: a crash there leaves the
 vault serving the old, still-valid value, and the next delivery starts over
@@ -14,13 +19,19 @@ redelivered event, the HTTP route, the timer sweep — resumes it::
 Duplicates never rotate twice: a near-expiry event names the version that is
 expiring, and once the vault serves a different version the event is done.
 Concurrent deliveries are serialised by a per-secret lease, and every
-decision is taken again after the lease is held, on a fresh read.
+decision is taken again after the lease is held, on a fresh read. An
+operator's request (HTTP), which nearly always rotates, takes the lease before
+its first read, so that read is the fresh one.
 
 Fencing: a worker can freeze (GC, VM pause, SIGSTOP) past its 15 s lease while
 a redelivery finishes the rotation. So right before every side effect —
 ``apply``, the vault write, notify's tag write, retirement — ``_fence`` renews
 the lease and re-reads the served version, and stops the worker if either
-changed. After the write the served version is read again; if another
+changed. The renewal and the read run at once; the side effect starts only
+after both answered. Other round trips that do not depend on each other run
+at once the same way (``_both``): the admin credential is read during the
+fence before ``apply``, and the login proving the kept value during a fence
+before retirement. After the write the served version is read again; if another
 rotation slipped in between, the engine reconciles on the served value.
 
 Durable intent: a rotator without overlap (PostgreSQL ``single``) makes the
@@ -46,7 +57,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -134,30 +144,6 @@ async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     return a, b
 
 
-class _EarlyLease:
-    """A lease acquired while the request's first read runs.
-
-    Its acquisition is never cancelled mid-call (a lease granted to an abandoned call would keep the
-    secret locked until it lapses). When the first read shows no need for it, ``unwanted`` tells the
-    locker's wait loop, which asks between attempts, and a lease already granted is released at once."""
-
-    def __init__(self, hold: AbstractAsyncContextManager[Lease]) -> None:
-        self.unwanted = False
-        self.stack = contextlib.AsyncExitStack()  # exits the lease's context in the request's own task
-        self._acquiring = asyncio.create_task(self.stack.enter_async_context(hold))
-
-    async def held(self) -> Lease:
-        return await self._acquiring
-
-    async def drop(self) -> None:
-        self.unwanted = True
-        try:
-            await self._acquiring
-        except Exception:  # never granted (abandoned, contended, storage down): nothing to release
-            return
-        await self.stack.aclose()
-
-
 class RotationEngine:
     def __init__(
         self,
@@ -211,57 +197,55 @@ class RotationEngine:
         # Key Vault names are case-insensitive: one lease per secret, however a caller spells it.
         lease_key = f"{req.vault}/{req.secret_name}".lower()
         latest: SecretVersion | None = None
-        early: _EarlyLease | None = None
 
         async def done_meanwhile() -> bool:
             """While queueing for the lease: has the holder made this request moot?"""
             nonlocal latest
-            if early is not None and early.unwanted:
-                return True  # the first read already showed the lease is not needed
-            latest = await store.get(req.secret_name)
+            latest = await self._read_first(store, req, not_managed)
             fresh_policy = self._policy(req.secret_name, latest)
             needed, _ = self._decide(req, fresh_policy, latest)
             return not needed and not self._has_work(fresh_policy, latest)
 
-        if req.trigger in (Trigger.HTTP, Trigger.EMERGENCY) and not req.dry_run:
-            # An operator's request nearly always rotates: its lease is acquired while the secret is
-            # read, not after. The read that started before the lease was held only decides whether to
-            # keep it; _run_locked decides again on a read made under it.
-            early = _EarlyLease(self._locker.hold(lease_key, done_meanwhile))
         try:
+            if req.trigger in (Trigger.HTTP, Trigger.EMERGENCY) and not req.dry_run:
+                # An operator's request nearly always rotates: it takes the lease first, and its first read
+                # is then the fresh read under the lease that every decision needs (one read, not two).
+                async with self._locker.hold(lease_key, done_meanwhile) as lease:
+                    current = await self._read_first(store, req, not_managed)
+                    answer = await self._answer_without_lease(req, self._policy(req.secret_name, current), current)
+                    if answer is not None:
+                        return answer  # the lease is released unused
+                    return await self._run_locked(store, req, lease, read=current)
             current = await self._read_first(store, req, not_managed)
             policy = self._policy(req.secret_name, current)
-            rotate, why = self._decide(req, policy, current)
-            answer: Outcome | None = None
-            if req.dry_run:
-                answer = self._plan(req, policy, current, rotate, why)
-            elif not rotate and not self._has_work(policy, current):
-                live = await self._check_served(req, policy, current)
-                if live != "refused":
-                    log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
-                    answer = self._skipped(req, current, why)
-                    answer.liveness = live
-            single = answer is None and self._single_hint(store, req, policy, current)
-        except BaseException:
-            if early is not None:
-                await early.drop()
-            raise
-        if answer is not None:
-            if early is not None:
-                await early.drop()
-            return answer
-        try:
-            if early is not None:
-                lease = await early.held()
-                async with early.stack:
-                    return await self._run_locked(store, req, lease, single)
+            answer = await self._answer_without_lease(req, policy, current)
+            if answer is not None:
+                return answer
+            single = self._single_hint(store, req, policy, current)
             async with self._locker.hold(lease_key, done_meanwhile) as lease:
-                return await self._run_locked(store, req, lease, single)
+                return await self._run_locked(store, req, lease, single=single)
         except LeaseNotNeeded:
-            seen = latest if latest is not None else current
-            _, why = self._decide(req, self._policy(req.secret_name, seen), seen)
+            assert latest is not None  # the lease is abandoned only on what done_meanwhile read
+            _, why = self._decide(req, self._policy(req.secret_name, latest), latest)
             log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
-            return self._skipped(req, seen, why)
+            return self._skipped(req, latest, why)
+
+    async def _answer_without_lease(self, req: RotationRequest, policy: Policy,
+                                    current: SecretVersion) -> Outcome | None:
+        """The answer when the request needs nothing done under the lease: a dry run's plan, or a skip
+        (nothing due or pending, and the served value works downstream). None: the lease is needed."""
+        rotate, why = self._decide(req, policy, current)
+        if req.dry_run:
+            return self._plan(req, policy, current, rotate, why)
+        if rotate or self._has_work(policy, current):
+            return None
+        live = await self._check_served(req, policy, current)
+        if live == "refused":
+            return None
+        log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
+        skipped = self._skipped(req, current, why)
+        skipped.liveness = live
+        return skipped
 
     @staticmethod
     async def _read_first(store: SecretStore, req: RotationRequest, not_managed: NotManaged) -> SecretVersion:
@@ -270,16 +254,19 @@ class RotationEngine:
         except SecretNotFound:
             raise not_managed from None
 
-    async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease, single: bool) -> Outcome:
-        """Under the lease. ``single``: the first read found a rotator without overlap, whose durable
-        intent is then read alongside the secret (both after the lease was acquired)."""
-        # Decide again on a fresh read, under the lease.
-        if single:
+    async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease, *,
+                          read: SecretVersion | None = None, single: bool = False) -> Outcome:
+        """Under the lease. ``read``: the secret as read after this lease was acquired. ``single``: the
+        first read found a rotator without overlap, whose durable intent is then read alongside the secret."""
+        intent: SecretVersion | _Unread | None = _UNREAD
+        if read is not None:
+            current = read
+        elif single:  # decide again on a fresh read under the lease, the intent read with it
             current, intent = await _both(store.get(req.secret_name), self._read_intent(store, req))
         else:
-            current, intent = await store.get(req.secret_name), None
+            current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
         policy = self._policy(req.secret_name, current)
-        recovered = await self._recover_intent(store, req, policy, current, lease, intent if single else _UNREAD)
+        recovered = await self._recover_intent(store, req, policy, current, lease, intent)
         if recovered is not None:
             return recovered
         resumed: Outcome | None = None
