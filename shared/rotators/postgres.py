@@ -374,7 +374,8 @@ class PostgresRotator(RotatorDefaults):
     async def _ensure_alternating_roles(self, conn: psycopg.AsyncConnection[Any], opts: PostgresTarget) -> None:
         assert opts.owner_role is not None
         wanted = (opts.owner_role, *opts.roles)
-        missing = [name for name in wanted if name not in await self._existing_roles(conn, wanted)]
+        existing = await self._existing_roles(conn, wanted)  # one query, not one per name
+        missing = [name for name in wanted if name not in existing]
         if not missing:
             return
         if not opts.create_roles:

@@ -1,5 +1,10 @@
 """The rotation engine: an explicit state machine over the rotator port.
 
+The engine orchestrates: it reads the vault, holds the lease, fences and calls
+the rotator. What to do (rotate? is an unfinished rotation ready to progress?
+may the previous credential go?) is decided by the pure functions of
+:mod:`shared.service.decisions`, given the moment and the settings.
+
 A rotation walks ``CREATE -> APPLY -> VERIFY -> COMMIT -> NOTIFY -> RETIRE``.
 Before COMMIT nothing durable records progress: a crash there leaves the
 vault serving the old, still-valid value, and the next delivery starts over
@@ -14,13 +19,19 @@ redelivered event, the HTTP route, the timer sweep — resumes it::
 Duplicates never rotate twice: a near-expiry event names the version that is
 expiring, and once the vault serves a different version the event is done.
 Concurrent deliveries are serialised by a per-secret lease, and every
-decision is taken again after the lease is held, on a fresh read.
+decision is taken again after the lease is held, on a fresh read. An
+operator's request (HTTP), which nearly always rotates, takes the lease before
+its first read, so that read is the fresh one.
 
 Fencing: a worker can freeze (GC, VM pause, SIGSTOP) past its 15 s lease while
 a redelivery finishes the rotation. So right before every side effect —
 ``apply``, the vault write, notify's tag write, retirement — ``_fence`` renews
 the lease and re-reads the served version, and stops the worker if either
-changed. After the write the served version is read again; if another
+changed. The renewal and the read run at once; the side effect starts only
+after both answered. Other round trips that do not depend on each other run
+at once the same way (``_both``): the admin credential is read during the
+fence before ``apply``, and the login proving the kept value during a fence
+before retirement. After the write the served version is read again; if another
 rotation slipped in between, the engine reconciles on the served value.
 
 Durable intent: a rotator without overlap (PostgreSQL ``single``) makes the
@@ -40,21 +51,22 @@ being kept works, so the last working credential is never retired.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.config.operator_file import OperatorConfig
+from shared.config.operator_file import OperatorConfig, PostgresTarget, RedisTarget
 from shared.config.settings import Settings
 from shared.domain.errors import (
     LeaseNotNeeded,
-    ManualOnly,
     NotManaged,
-    OverlapActive,
     PolicyError,
     RotationError,
     SecretNotFound,
@@ -92,7 +104,6 @@ from shared.domain.record import (  # noqa: F401 - re-exported: the engine's voc
     pending_state,
     utcnow,
 )
-from shared.domain.validation import same_version
 from shared.rotators.base import (
     LivenessRotator,
     RotationContext,
@@ -100,6 +111,7 @@ from shared.rotators.base import (
     SingleCredentialRotator,
     normalise_applied,
 )
+from shared.service.decisions import Decision, Readiness, RetirementRules, decide, has_work, retire_ready
 
 if TYPE_CHECKING:
     from shared.adapters.telemetry import Telemetry
@@ -108,6 +120,28 @@ log = logging.getLogger(__name__)
 
 StepHook = Callable[[Step, RotationRequest], Awaitable[None]]
 ConsumersFor = Callable[[str, str | None], Sequence[Consumer]]
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+class _Unread(Enum):
+    UNREAD = "unread"
+
+
+_UNREAD = _Unread.UNREAD  # a durable intent not read yet (None: read, and there is none)
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Run two independent round trips at once; both finish, then the first one's error wins.
+
+    Neither is abandoned half-way when the other fails, so nothing of a fence is still in flight once
+    the engine acts on its answer, and errors come in the order the two calls had when run in turn."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b
 
 
 class RotationEngine:
@@ -160,45 +194,79 @@ class RotationEngine:
         not_managed = NotManaged(f"no managed secret named {req.secret_name}")
         if not self._operator.may_be_managed(req.secret_name):
             raise not_managed
-        try:
-            current = await store.get(req.secret_name)
-        except SecretNotFound:
-            raise not_managed from None
-        policy = self._policy(req.secret_name, current)
-        rotate, why = self._decide(req, policy, current)
-        if req.dry_run:
-            return self._plan(req, policy, current, rotate, why)
-        if not rotate and not self._has_work(policy, current):
-            live = await self._check_served(req, policy, current)
-            if live != "refused":
-                log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
-                skipped = self._skipped(req, current, why)
-                skipped.liveness = live
-                return skipped
-        latest = current
+        # Key Vault names are case-insensitive: one lease per secret, however a caller spells it.
+        lease_key = f"{req.vault}/{req.secret_name}".lower()
+        latest: SecretVersion | None = None
 
         async def done_meanwhile() -> bool:
             """While queueing for the lease: has the holder made this request moot?"""
             nonlocal latest
-            latest = await store.get(req.secret_name)
+            latest = await self._read_first(store, req, not_managed)
             fresh_policy = self._policy(req.secret_name, latest)
             needed, _ = self._decide(req, fresh_policy, latest)
             return not needed and not self._has_work(fresh_policy, latest)
 
         try:
-            # Key Vault names are case-insensitive: one lease per secret, however a caller spells it.
-            lease_key = f"{req.vault}/{req.secret_name}".lower()
+            if req.trigger in (Trigger.HTTP, Trigger.EMERGENCY) and not req.dry_run:
+                # An operator's request nearly always rotates: it takes the lease first, and its first read
+                # is then the fresh read under the lease that every decision needs (one read, not two).
+                async with self._locker.hold(lease_key, done_meanwhile) as lease:
+                    current = await self._read_first(store, req, not_managed)
+                    answer = await self._answer_without_lease(req, self._policy(req.secret_name, current), current)
+                    if answer is not None:
+                        return answer  # the lease is released unused
+                    return await self._run_locked(store, req, lease, read=current)
+            current = await self._read_first(store, req, not_managed)
+            policy = self._policy(req.secret_name, current)
+            answer = await self._answer_without_lease(req, policy, current)
+            if answer is not None:
+                return answer
+            single = self._single_hint(store, req, policy, current)
             async with self._locker.hold(lease_key, done_meanwhile) as lease:
-                return await self._run_locked(store, req, lease)
+                return await self._run_locked(store, req, lease, single=single)
         except LeaseNotNeeded:
+            assert latest is not None  # the lease is abandoned only on what done_meanwhile read
             _, why = self._decide(req, self._policy(req.secret_name, latest), latest)
             log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
             return self._skipped(req, latest, why)
 
-    async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease) -> Outcome:
-        current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
+    async def _answer_without_lease(self, req: RotationRequest, policy: Policy,
+                                    current: SecretVersion) -> Outcome | None:
+        """The answer when the request needs nothing done under the lease: a dry run's plan, or a skip
+        (nothing due or pending, and the served value works downstream). None: the lease is needed."""
+        rotate, why = self._decide(req, policy, current)
+        if req.dry_run:
+            return self._plan(req, policy, current, rotate, why)
+        if rotate or self._has_work(policy, current):
+            return None
+        live = await self._check_served(req, policy, current)
+        if live == "refused":
+            return None
+        log.info("rotation skipped", extra=self._log_extra(req, None, why=why))
+        skipped = self._skipped(req, current, why)
+        skipped.liveness = live
+        return skipped
+
+    @staticmethod
+    async def _read_first(store: SecretStore, req: RotationRequest, not_managed: NotManaged) -> SecretVersion:
+        try:
+            return await store.get(req.secret_name)
+        except SecretNotFound:
+            raise not_managed from None
+
+    async def _run_locked(self, store: SecretStore, req: RotationRequest, lease: Lease, *,
+                          read: SecretVersion | None = None, single: bool = False) -> Outcome:
+        """Under the lease. ``read``: the secret as read after this lease was acquired. ``single``: the
+        first read found a rotator without overlap, whose durable intent is then read alongside the secret."""
+        intent: SecretVersion | _Unread | None = _UNREAD
+        if read is not None:
+            current = read
+        elif single:  # decide again on a fresh read under the lease, the intent read with it
+            current, intent = await _both(store.get(req.secret_name), self._read_intent(store, req))
+        else:
+            current = await store.get(req.secret_name)  # decide again on a fresh read, under the lease
         policy = self._policy(req.secret_name, current)
-        recovered = await self._recover_intent(store, req, policy, current, lease)
+        recovered = await self._recover_intent(store, req, policy, current, lease, intent)
         if recovered is not None:
             return recovered
         resumed: Outcome | None = None
@@ -239,16 +307,27 @@ class RotationEngine:
         if policy.target is not None:
             self._operator.target(policy.target.name)
 
+    @staticmethod
+    def _secrets_read(policy: Policy) -> tuple[str, ...]:
+        """The other secrets a rotation of this policy reads: its target's admin credential."""
+        target = policy.target
+        return (target.admin_secret,) if isinstance(target, PostgresTarget | RedisTarget) else ()
+
+    def _retirement_rules(self, rotator: Rotator, policy: Policy, version: SecretVersion) -> RetirementRules:
+        return RetirementRules(
+            overlap=rotator.retire_overlap(policy.options),
+            grace=timedelta(hours=self._settings.grace_period_hours),
+            retire_when=self._settings.retire_when,
+            consumers=tuple(self._consumers_for(version.properties.name, policy.consumers_tag)),
+        )
+
     def _has_work(self, policy: Policy, current: SecretVersion) -> bool:
         """Whether an unfinished rotation recorded on the current version can progress now."""
-        tags = current.properties.tags
-        state = pending_state(tags)
-        if state is None:
-            return False
-        if state in (State.COMMITTED, State.RETIRED) or tags.get(Tag.PENDING):
-            return True
+        if pending_state(current.properties.tags) is None:
+            return False  # the common case, decided without building the retirement rules
         rotator = self._rotators.get(self._kind(policy) or "")
-        return rotator is not None and self._retire_ready(rotator, policy, current, tags)[0]
+        rules = self._retirement_rules(rotator, policy, current) if rotator is not None else None
+        return has_work(current.properties, self._clock(), rules)
 
     def _policy(self, name: str, current: SecretVersion) -> Policy:
         policy = resolve_policy(name, current.properties.tags, self._operator, self._settings.lead_days)
@@ -267,65 +346,9 @@ class RotationEngine:
             )
         return policy
 
-    def _decide(self, req: RotationRequest, policy: Policy, current: SecretVersion) -> tuple[bool, str]:
-        props = current.properties
-        emergency = req.trigger == Trigger.EMERGENCY
-        if policy.manual and not (req.force or emergency):
-            raise ManualOnly(f"secret {req.secret_name} is rotated by hand only; use force to rotate it")
-        if policy.manual and self._kind(policy) is None:
-            raise ManualOnly(
-                f"secret {req.secret_name} is rotated by hand only and the operator file names no generator "
-                "for it; rotate it at its provider and write the new version"
-            )
-        is_event = req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED)
-        if is_event and req.event_version and not same_version(req.event_version, props.version):
-            return False, (
-                f"duplicate: the event names version {req.event_version}, "
-                f"the vault already serves {props.version}"
-            )
-        if req.expected_version and not same_version(req.expected_version, props.version):
-            return False, f"already rotated: the vault serves {props.version}, not {req.expected_version}"
-        if pending_state(props.tags) is not None and not emergency:
-            if req.force:
-                raise OverlapActive(
-                    f"secret {req.secret_name}: the previous rotation is still in its overlap, and consumers may "
-                    "still hold the previous credential; force would invalidate it. Wait for its retirement "
-                    "(see the status route), or use emergency to revoke it at once (leak response)"
-                )
-            return False, "the previous rotation is still in its overlap (retirement pending)"
-        if emergency:
-            return True, "emergency"
-        if req.force:
-            return True, "forced"
-        if req.trigger == Trigger.HTTP:
-            return True, "requested"
-        if req.trigger in (Trigger.NEAR_EXPIRY, Trigger.EXPIRED) and req.event_version:
-            not_due = self._extended(req, props.expires_on)
-            if not_due is not None:
-                return False, not_due
-            return True, f"Key Vault reported {req.trigger} for the current version"
-        return policy.is_due(props, self._clock(), self._settings.lead_days)
-
-    def _extended(self, req: RotationRequest, expires_on: datetime | None) -> str | None:
-        """Why an event for the current version no longer calls for a rotation, or None if it does.
-
-        Decided on the vault's current state: an expiry PATCHed later after Key Vault raised the
-        event takes the version out of the near-expiry window, and the event is then moot. An
-        hour of slack absorbs clock skew between Key Vault and this app.
-        """
-        if expires_on is None:
-            return None  # expiry removed: a managed secret without expiry is due
-        due_at = expires_on - timedelta(days=self._settings.lead_days)
-        if due_at - EVENT_CLOCK_SLACK <= self._clock():
-            return None
-        reported = req.event_expires_on
-        if reported is not None and expires_on <= reported + timedelta(seconds=1):
-            return (
-                f"not due: the current version expires {expires_on.isoformat()}, the event (for expiry "
-                f"{reported.isoformat()}) arrived before the near-expiry window (due {due_at.isoformat()})"
-            )
-        was = f" from {reported.isoformat()}" if reported is not None else ""
-        return f"expiry was extended{was} to {expires_on.isoformat()}: not due until {due_at.isoformat()}"
+    def _decide(self, req: RotationRequest, policy: Policy, current: SecretVersion) -> Decision:
+        return decide(req, policy, current.properties, self._clock(), self._settings.lead_days,
+                      kind=self._kind(policy))
 
     # --------------------------------------------------------------- rotation
 
@@ -340,9 +363,9 @@ class RotationEngine:
         """Right before a side effect: the lease is still ours and the vault still serves ``expected``.
 
         A worker that paused (GC, VM freeze, SIGSTOP) past its lease, while another one
-        finished, fails here and changes nothing."""
-        await lease.ensure()
-        latest = await store.get(req.secret_name)
+        finished, fails here and changes nothing. The renewal and the read are independent and run at
+        once; both answers are in and checked before the side effect starts."""
+        _, latest = await _both(lease.ensure(), store.get(req.secret_name))
         if latest.properties.version != expected:
             raise Superseded(
                 f"secret {req.secret_name}: the vault now serves version {latest.properties.version}, "
@@ -380,7 +403,8 @@ class RotationEngine:
         rotation_id = uuid.uuid4().hex
         now = self._clock()
         expires_on = policy.new_expiry(now) if policy.validity_days else None
-        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store), expires_on=expires_on)
+        reader = _RunReader(store)
+        ctx = self._context(req, policy, current, rotation_id, now, reader, expires_on=expires_on)
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
         self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
@@ -398,7 +422,9 @@ class RotationEngine:
             await self._write_intent(store, req, kind, current, new, rotation_id, now)
             await self._step(Step.INTENT, req, timings, t)
         t = time.perf_counter()
-        await self._fence(store, req, lease, current.properties.version)
+        # The secrets apply reads (the target's admin credential) are read while the fence runs.
+        await _both(self._fence(store, req, lease, current.properties.version),
+                    reader.read_ahead(self._secrets_read(policy)))
         # A provider-generated credential (a regenerated key slot, an Entra password) comes back from apply,
         # with a small record (slot, key id) that is persisted below for retire on a later invocation.
         new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
@@ -464,10 +490,10 @@ class RotationEngine:
             await self._step(Step.COMMIT, req, timings, t)
             self._telemetry.annotate(version=props.version)
             log.info("rotation committed", extra={**extra, "version": props.version})
-            if single:
-                await self._clear_intent(store, req)
-
-            served = await store.get(req.secret_name)
+            if single:  # the intent's clearing and the read confirming the commit are independent
+                _, served = await _both(self._clear_intent(store, req), store.get(req.secret_name))
+            else:
+                served = await store.get(req.secret_name)
             if served.properties.version != props.version:
                 # Another writer committed between our fence and our write: reconcile on what is served.
                 log.warning("another version was committed concurrently; reconciling on the served one",
@@ -530,22 +556,40 @@ class RotationEngine:
         if intent is not None:
             await store.update_properties(intent.name, intent.properties.version, enabled=False)
 
+    def _without_overlap(self, store: SecretStore, req: RotationRequest, policy: Policy,
+                         current: SecretVersion) -> bool:
+        """Whether the secret's rotator has no overlap (the current value stops working in ``apply``)."""
+        kind = self._kind(policy)
+        rotator = self._rotators.get(kind or "")
+        if kind is None or rotator is None or policy.manual:
+            return False
+        probe_ctx = self._context(req, policy, current, "intent", self._clock(), _RunReader(store))
+        return self._single_credential(rotator, probe_ctx)
+
+    def _single_hint(self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion) -> bool:
+        """From the first read: is a durable intent worth reading alongside the read under the lease? Only a
+        hint; a target the rotator refuses is reported by the same question asked under the lease."""
+        try:
+            return self._without_overlap(store, req, policy, current)
+        except RotationError:
+            return False
+
     async def _recover_intent(
-        self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease
+        self, store: SecretStore, req: RotationRequest, policy: Policy, current: SecretVersion, lease: Lease,
+        intent: SecretVersion | _Unread | None,
     ) -> Outcome | None:
         """Finish a single-credential rotation whose worker died between its intent and its commit.
 
         If the intended value is live downstream, commit it (no second password change). If it is not
         and the served one still works, the worker died before ``apply``: drop the intent. If neither
-        works, apply the intended value (what the dead worker was doing) and commit it."""
+        works, apply the intended value (what the dead worker was doing) and commit it. ``intent`` is
+        the companion secret when it was already read under this lease."""
         kind = self._kind(policy)
         rotator = self._rotators.get(kind or "")
-        if kind is None or rotator is None or policy.manual:
+        if kind is None or rotator is None or not self._without_overlap(store, req, policy, current):
             return None
-        probe_ctx = self._context(req, policy, current, "intent", self._clock(), _RunReader(store))
-        if not self._single_credential(rotator, probe_ctx):
-            return None
-        intent = await self._read_intent(store, req)
+        if intent is _UNREAD:
+            intent = await self._read_intent(store, req)
         if intent is None:
             return None
         tags = intent.properties.tags
@@ -694,7 +738,6 @@ class RotationEngine:
                 result = await self._notify(req, policy, version, previous, tags)
             else:
                 result, t = notified
-                await self._fence(store, req, lease, version.properties.version)  # before the tag write
             consumers_report = [
                 {"consumer": c.consumer, "ok": c.ok, "status": c.status, "attempts": c.attempts, "error": c.error}
                 for c in result.consumers
@@ -709,7 +752,10 @@ class RotationEngine:
             else:
                 tags.pop(Tag.PENDING, None)
             if rotator is None or not (revoke_now or self._retire_ready(rotator, policy, version, tags)[0]):
-                # Record the acknowledgements now; when retirement follows at once, its write records both.
+                # Record the acknowledgements now; when retirement follows at once, its write records both
+                # (and it is fenced there). The pings of a fresh commit were fenced by the read confirming it.
+                if notified is not None:
+                    await self._fence(store, req, lease, version.properties.version)
                 await store.update_properties(name, version.properties.version, tags=tags)
             steps.append(Step.NOTIFY)
             await self._step(Step.NOTIFY, req, timings, t)
@@ -725,13 +771,16 @@ class RotationEngine:
                                 expires_on=version.properties.expires_on, record=rotator_record(tags),
                                 emergency=revoke_now)
             self._require_target(policy)
-            await self._fence(store, req, lease, version.properties.version)
-            if isinstance(rotator, LivenessRotator) and not await rotator.check(ctx, version.value):
-                # Never retire the last working credential: the value being kept must work first.
-                repaired = await self._repair_locked(store, req, policy, version, lease)
-                if repaired is not None:
-                    repaired.reason += "; retirement postponed to the next invocation"
-                    return repaired
+            if isinstance(rotator, LivenessRotator):
+                # Never retire the last working credential: the value being kept must work first. The login
+                # changes nothing, so it runs alongside a fence; the retirement itself is fenced again below.
+                _, works = await _both(self._fence(store, req, lease, version.properties.version),
+                                       rotator.check(ctx, version.value))
+                if not works:
+                    repaired = await self._repair_locked(store, req, policy, version, lease)
+                    if repaired is not None:
+                        repaired.reason += "; retirement postponed to the next invocation"
+                        return repaired
             await self._fence(store, req, lease, version.properties.version)
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
@@ -777,33 +826,9 @@ class RotationEngine:
 
     def _retire_ready(
         self, rotator: Rotator, policy: Policy, version: SecretVersion, tags: Mapping[str, str]
-    ) -> tuple[bool, str]:
-        now = self._clock()
-        rotated_at = parse_time(tags.get(Tag.AT)) or version.properties.created_on or now
-        overlap = rotator.retire_overlap(policy.options)
-        grace = timedelta(hours=self._settings.grace_period_hours)
-        if now < rotated_at + overlap:
-            return False, f"retirement waits for the overlap until {(rotated_at + overlap).isoformat()}"
-        n_acked, _, n_total = tags.get(Tag.ACKS, "0/0").partition("/")
-        # With no consumer configured nobody can acknowledge: only the grace period retires.
-        everyone_acked = n_total.isdigit() and int(n_total) > 0 and n_acked == n_total and not tags.get(Tag.PENDING)
-        # Replica safety: a ping reaches one instance. Until each consumer's
-        # maximum cache age has passed, some instance may still use the old
-        # value, unless its acknowledgement covered every instance.
-        consumers = list(self._consumers_for(version.properties.name, policy.consumers_tag))
-        cache_all = timedelta(seconds=max((c.max_cache_seconds for c in consumers), default=0))
-        cache_unconfirmed = timedelta(
-            seconds=max((c.max_cache_seconds for c in consumers if c.acknowledges != "service"), default=0)
-        )
-        if self._settings.retire_when == "acknowledged_or_grace" and everyone_acked:
-            if now >= rotated_at + cache_unconfirmed:
-                return True, "every consumer acknowledged"
-            until = (rotated_at + cache_unconfirmed).isoformat()
-            return False, f"acknowledged per instance; retirement waits for the consumers' cache age until {until}"
-        deadline = rotated_at + max(grace, overlap, cache_all)
-        if now >= deadline:
-            return True, "grace period ended"
-        return False, f"retirement waits for acknowledgements or the grace period until {deadline.isoformat()}"
+    ) -> Readiness:
+        return retire_ready(version.properties, tags, self._clock(),
+                            self._retirement_rules(rotator, policy, version))
 
     async def _notify(
         self,
@@ -935,4 +960,11 @@ class _RunReader:
         if key not in self._cache:
             self._cache[key] = await self._store.get(name, version)
         return self._cache[key]
+
+    async def read_ahead(self, names: Sequence[str]) -> None:
+        """Read what a rotator is about to ask for, while something else runs. A failed read is left to
+        the rotator's own, which reports it in its terms (a missing admin secret is a configuration error)."""
+        for name in names:
+            with contextlib.suppress(RotationError):
+                await self.get(name)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -331,3 +334,87 @@ async def test_a_version_committed_concurrently_right_after_ours_is_detected_and
     assert outcome.status == "skipped" and "superseded" in outcome.reason
     assert store.versions["session-encryption-key"][-1].value == "committed-by-another-worker"
     assert notifier.notices == []
+
+
+# ------------------------------------------------------------------ overlapped round trips (issue 15)
+
+
+class JournalStore(FakeStore):
+    """A store whose reads take a moment (a round trip) and are written down in a journal shared with the locker."""
+
+    def __init__(self, journal: list[str]) -> None:
+        super().__init__()
+        self.journal = journal
+
+    async def get(self, name: str, version: str | None = None) -> Any:
+        self.journal.append(f"get {name}")
+        await asyncio.sleep(0.01)
+        return await super().get(name, version)
+
+
+class JournalLocker(FakeLocker):
+    def __init__(self, journal: list[str]) -> None:
+        super().__init__()
+        self.journal = journal
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, abandon_if: Any = None) -> AsyncIterator[Any]:
+        self.journal.append("acquire")
+        async with super().hold(key, abandon_if) as lease:
+            yield lease
+        self.journal.append("release")
+
+
+async def test_an_operator_request_takes_the_lease_before_its_first_read_so_that_read_decides() -> None:
+    journal: list[str] = []
+    store = JournalStore(journal)
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=100))
+    outcome = await make_engine(store, locker=JournalLocker(journal)).run(
+        RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP))
+    assert outcome.status == "rotated"
+    assert journal[:2] == ["acquire", "get session-encryption-key"]
+    assert journal[-1] == "release"
+
+
+async def test_an_operator_request_that_needs_nothing_releases_its_lease_and_writes_nothing() -> None:
+    journal: list[str] = []
+    store = JournalStore(journal)
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=100))
+    outcome = await make_engine(store, locker=JournalLocker(journal)).run(
+        RotationRequest("kv-test", "session-encryption-key", Trigger.HTTP, expected_version="not-the-current-one"))
+    assert outcome.status == "skipped" and "already rotated" in outcome.reason
+    assert journal == ["acquire", "get session-encryption-key", "release"]
+    assert store.writes == 0
+
+
+async def test_a_duplicate_event_is_decided_on_one_read_without_touching_the_lease() -> None:
+    journal: list[str] = []
+    store = JournalStore(journal)
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=1))
+    req = event(store, "session-encryption-key")
+    store.seed("session-encryption-key", "rotated-meanwhile", expires_on=NOW + timedelta(days=100))
+    outcome = await make_engine(store, locker=JournalLocker(journal)).run(req)
+    assert outcome.status == "skipped" and "duplicate" in outcome.reason
+    assert journal == ["get session-encryption-key"]
+
+
+async def test_a_fence_finding_lease_and_version_both_changed_reports_the_lease_with_nothing_left_running() -> None:
+    """The renewal and the read of a fence run at once; both finish before the worker stops, and the lease's answer
+    comes first, as when they ran one after the other."""
+    journal: list[str] = []
+    store = JournalStore(journal)
+    store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=1))
+    locker = FakeLocker()
+
+    async def frozen_past_the_lease(at: Step, req: RotationRequest) -> None:
+        if at == Step.VERIFY:
+            locker.lease.lost = True
+            store.seed("session-encryption-key", "committed-by-another-worker")
+
+    engine = make_engine(store, locker=locker)
+    engine._after_step = frozen_past_the_lease
+    with pytest.raises(LeaseLost) as raised:
+        await engine.run(event(store, "session-encryption-key"))
+    assert type(raised.value) is LeaseLost  # not Superseded
+    assert store.writes == 0
+    assert asyncio.all_tasks() == {asyncio.current_task()}
