@@ -24,6 +24,8 @@ class Step(StrEnum):
     CREATE = "create"
     INTENT = "intent"  # single-credential rotators only: the intent is durable in the vault
     APPLY = "apply"
+    # Not a step of its own: a rotator is about to write downstream and asked for the fence (hooks only).
+    WRITE = "write"
     VERIFY = "verify"
     COMMIT = "commit"
     NOTIFY = "notify"

@@ -99,6 +99,10 @@ ApplyResult = Applied | Mapping[str, str] | None
 
 class Rotator(Protocol):
     record_tags: ClassVar[int]  # how many ``rotator-*`` tags ``apply`` may record (0: none)
+    # True: every downstream write in apply/retire/repair is preceded by ``await ctx.fence()`` (or there is
+    # none), so the engine need not fence before calling them. False: the engine fences before the call,
+    # which leaves the rotator's own reads between that fence and its write unguarded.
+    fences_writes: ClassVar[bool]
 
     async def create(self, ctx: RotationContext) -> NewSecret:
         """Generate the new value. No side effects outside the process."""
@@ -125,6 +129,7 @@ class RotatorDefaults:
     """Defaults for the optional parts of the port: no record, no overlap."""
 
     record_tags: ClassVar[int] = 0
+    fences_writes: ClassVar[bool] = False
 
     def retire_overlap(self, options: Mapping[str, str]) -> timedelta:
         return timedelta(0)

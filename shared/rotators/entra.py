@@ -62,6 +62,7 @@ def _hint(value: str | None) -> str:
 
 
 class EntraClientSecretRotator(RotatorDefaults):
+    fences_writes = True  # addPassword and removePassword are each fenced
     record_tags: ClassVar[int] = 1  # rotator-key-id
 
     def __init__(self, credential: Callable[[], AsyncTokenCredential], settings: Settings) -> None:

@@ -95,6 +95,7 @@ def _dump(keys: list[dict[str, Any]]) -> str:
 
 
 class JwtRotator(RotatorDefaults):
+    fences_writes = True  # nothing is written downstream
 
     def __init__(self, max_token_lifetime: timedelta) -> None:
         self.max_token_lifetime = max_token_lifetime

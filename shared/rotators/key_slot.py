@@ -184,6 +184,7 @@ def same(a: str, b: str) -> bool:
 
 
 class KeySlotRotator(RotatorDefaults):
+    fences_writes = True  # regenerateKey is fenced after listKeys
     record_tags: ClassVar[int] = 1  # rotator-slot
 
     def __init__(self, credential: Callable[[], AsyncTokenCredential], settings: Settings) -> None:

@@ -286,6 +286,7 @@ class PostgresRotator(RotatorDefaults):
     ``password_factory`` exists so tests can inject hostile passwords; in
     production the default CSPRNG generator is used.
     """
+    fences_writes = True  # ALTER ROLE is fenced after the admin connection
 
 
     def __init__(self, password_factory: Callable[[], str] | None = None) -> None:

@@ -103,6 +103,7 @@ def decoded_length(value: str, encoding: str) -> int:
 
 
 class RandomRotator(RotatorDefaults):
+    fences_writes = True  # nothing is written downstream
 
     async def create(self, ctx: RotationContext) -> NewSecret:
         value = generate(dict(ctx.options))

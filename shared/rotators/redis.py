@@ -227,6 +227,7 @@ class RedisRotator(RotatorDefaults):
     ``password_factory`` exists so tests can inject hostile passwords; in
     production the default CSPRNG generator is used.
     """
+    fences_writes = True  # each node's ACL SETUSER is fenced
 
 
     def __init__(self, password_factory: Callable[[], str] | None = None) -> None:

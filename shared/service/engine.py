@@ -372,9 +372,22 @@ class RotationEngine:
                 f"not {expected}; this worker stops"
             )
 
+    def _write_fence(self, store: SecretStore, req: RotationRequest, lease: Lease,
+                     expected: str) -> Callable[[], Awaitable[None]]:
+        """What a rotator awaits right before each downstream write (``RotationContext.fence``)."""
+
+        async def fence() -> None:
+            if self._after_step is not None:
+                await self._after_step(Step.WRITE, req)  # the fault matrix pauses a worker here
+            await self._fence(store, req, lease, expected)
+
+        return fence
+
     def _context(self, req: RotationRequest, policy: Policy, current: SecretVersion | None, rotation_id: str,
                  now: datetime, reader: SecretReader, *, expires_on: datetime | None = None,
-                 record: Mapping[str, str] | None = None, emergency: bool = False) -> RotationContext:
+                 record: Mapping[str, str] | None = None, emergency: bool = False,
+                 fence: Callable[[], Awaitable[None]] | None = None) -> RotationContext:
+        extra: dict[str, Any] = {"fence": fence} if fence is not None else {}
         return RotationContext(
             vault=req.vault,
             secret_name=req.secret_name,
@@ -387,6 +400,7 @@ class RotationEngine:
             record=dict(record or {}),
             expires_on=expires_on,
             emergency=emergency,
+            **extra,
         )
 
     @staticmethod
@@ -404,7 +418,8 @@ class RotationEngine:
         now = self._clock()
         expires_on = policy.new_expiry(now) if policy.validity_days else None
         reader = _RunReader(store)
-        ctx = self._context(req, policy, current, rotation_id, now, reader, expires_on=expires_on)
+        ctx = self._context(req, policy, current, rotation_id, now, reader, expires_on=expires_on,
+                            fence=self._write_fence(store, req, lease, current.properties.version))
         timings: dict[str, float] = {}
         extra = self._log_extra(req, rotation_id)
         self._telemetry.annotate(id=rotation_id, previous_version=current.properties.version)
@@ -422,9 +437,13 @@ class RotationEngine:
             await self._write_intent(store, req, kind, current, new, rotation_id, now)
             await self._step(Step.INTENT, req, timings, t)
         t = time.perf_counter()
-        # The secrets apply reads (the target's admin credential) are read while the fence runs.
-        await _both(self._fence(store, req, lease, current.properties.version),
-                    reader.read_ahead(self._secrets_read(policy)))
+        # The secrets apply reads (the target's admin credential) are read while the fence runs; a rotator
+        # that fences its own writes (right after its reads) needs no fence here.
+        if rotator.fences_writes:
+            await reader.read_ahead(self._secrets_read(policy))
+        else:
+            await _both(self._fence(store, req, lease, current.properties.version),
+                        reader.read_ahead(self._secrets_read(policy)))
         # A provider-generated credential (a regenerated key slot, an Entra password) comes back from apply,
         # with a small record (slot, key id) that is persisted below for retire on a later invocation.
         new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
@@ -603,7 +622,8 @@ class RotationEngine:
         now = parse_time(tags.get(Tag.AT)) or self._clock()
         self._require_target(policy)
         expires_on = policy.new_expiry(now) if policy.validity_days else None
-        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store), expires_on=expires_on)
+        ctx = self._context(req, policy, current, rotation_id, now, _RunReader(store), expires_on=expires_on,
+                            fence=self._write_fence(store, req, lease, current.properties.version))
         new = NewSecret(value=intent.value, content_type=intent.properties.content_type or "text/plain")
         extra = self._log_extra(req, rotation_id)
         timings: dict[str, float] = {}
@@ -614,7 +634,8 @@ class RotationEngine:
                 await store.update_properties(intent.name, intent.properties.version, enabled=False)
                 return None
             log.warning("neither the served nor the intended value works; applying the intended one", extra=extra)
-            await self._fence(store, req, lease, current.properties.version)
+            if not rotator.fences_writes:
+                await self._fence(store, req, lease, current.properties.version)
             new, record = normalise_applied(await rotator.apply(ctx, new), new, rotator.record_tags)
             ctx = replace(ctx, record=record)
         await rotator.verify(ctx, new)
@@ -666,12 +687,13 @@ class RotationEngine:
         rotator = self._rotators[policy.kind]
         assert isinstance(rotator, LivenessRotator)
         ctx = self._context(req, policy, current, current.properties.tags.get(Tag.ID, "repair"), self._clock(),
-                            _RunReader(store))
+                            _RunReader(store), fence=self._write_fence(store, req, lease, current.properties.version))
         if await rotator.check(ctx, current.value):
             return None
         extra = self._log_extra(req, ctx.rotation_id, version=current.properties.version)
         log.warning("the value the vault serves is refused downstream; repairing it", extra=extra)
-        await self._fence(store, req, lease, current.properties.version)
+        if not rotator.fences_writes:
+            await self._fence(store, req, lease, current.properties.version)
         detail = await rotator.repair(ctx, current.value)
         if not await rotator.check(ctx, current.value):
             raise VerificationFailed(f"repair of {req.secret_name} did not make the served value work")
@@ -769,7 +791,8 @@ class RotationEngine:
             t = time.perf_counter()
             ctx = self._context(req, policy, version, rotation_id or "", self._clock(), reader or _RunReader(store),
                                 expires_on=version.properties.expires_on, record=rotator_record(tags),
-                                emergency=revoke_now)
+                                emergency=revoke_now,
+                                fence=self._write_fence(store, req, lease, version.properties.version))
             self._require_target(policy)
             if isinstance(rotator, LivenessRotator):
                 # Never retire the last working credential: the value being kept must work first. The login
@@ -781,7 +804,8 @@ class RotationEngine:
                     if repaired is not None:
                         repaired.reason += "; retirement postponed to the next invocation"
                         return repaired
-            await self._fence(store, req, lease, version.properties.version)
+            if not rotator.fences_writes:
+                await self._fence(store, req, lease, version.properties.version)
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
                 return self._outcome("completed", f"retirement not done: {result_r.detail}", req, version,
@@ -791,7 +815,8 @@ class RotationEngine:
             tags[Tag.STATE] = State.RETIRED
             tags.pop(Tag.PENDING, None)
             if result_r.replacement is not None:
-                await lease.ensure()
+                # A new latest version: a worker paused since the retirement must not write a stale one.
+                await self._fence(store, req, lease, version.properties.version)
                 replacement_tags = {**tags, Tag.REPLACES: version.properties.version}
                 props = await store.set(
                     name,

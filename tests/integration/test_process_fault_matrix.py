@@ -72,7 +72,10 @@ from tests.support.services import PostgresServer, RedisServer
 
 ROTATORS = ["random", "jwt-raw", "jwt-jwks", "postgres-alternating", "postgres-single", "redis",
             "key-slot-openai", "key-slot-azure-redis", "key-slot-managed-redis", "entra"]
-STEPS = ["create", "intent", "apply", "verify", "commit", "notify", "retire"]
+# "write": inside apply, after the rotator's reads, right before its downstream write (``ctx.fence``).
+STEPS = ["create", "intent", "write", "apply", "verify", "commit", "notify", "retire"]
+DOWNSTREAM = {"postgres-alternating", "postgres-single", "redis", "key-slot-openai", "key-slot-azure-redis",
+              "key-slot-managed-redis", "entra"}
 FAULTS = ["kill", "pause"]
 CELL_TIMEOUT = 300.0  # a cell converges in about 20 s; this only keeps a hung cell from hanging the run
 PAUSED_WORKER_ENDS = ("LeaseLost", "Superseded", "VerificationFailed", "completed", "skipped")
@@ -93,10 +96,15 @@ SUBSET = [
     ("key-slot-openai", "apply", "kill"),
     ("key-slot-azure-redis", "apply", "pause"),
     ("entra", "apply", "kill"),
+    # Paused between its reads and its write while a redelivery rotates: it must not touch what is now served.
+    ("postgres-alternating", "write", "pause"),
+    ("key-slot-openai", "write", "pause"),
 ]
 
 
 def applicable(rotator: str, step: str) -> bool:
+    if step == "write":
+        return rotator in DOWNSTREAM  # the others write nothing downstream, so never ask for the fence
     return step != "intent" or rotator == "postgres-single"
 
 
