@@ -1,4 +1,4 @@
-"""The rotation engine: an explicit state machine over the rotator port.
+"""The rotation engine: orchestrates the rotator port; a rotation's progress lives in its version's tags.
 
 The engine orchestrates: it reads the vault, holds the lease, fences and calls
 the rotator. What to do (rotate? is an unfinished rotation ready to progress?
@@ -25,9 +25,12 @@ its first read, so that read is the fresh one.
 
 Fencing: a worker can freeze (GC, VM pause, SIGSTOP) past its 15 s lease while
 a redelivery finishes the rotation. So right before every side effect —
-``apply``, the vault write, notify's tag write, retirement — ``_fence`` renews
-the lease and re-reads the served version, and stops the worker if either
-changed. The renewal and the read run at once; the side effect starts only
+the rotator's downstream writes, the vault write, notify's tag write — ``_fence``
+renews the lease and re-reads the served version, and stops the worker if either
+changed. A rotator reads before it writes (an admin connection, a provider's key
+list), so the engine binds ``RotationContext.fence`` and the rotator awaits it
+right before each write (``fences_writes``); for a rotator that does not, the
+engine fences before calling ``apply``, ``retire`` or ``repair``. The renewal and the read run at once; the side effect starts only
 after both answered. Other round trips that do not depend on each other run
 at once the same way (``_both``): the admin credential is read during the
 fence before ``apply``, and the login proving the kept value during a fence
