@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,7 +120,7 @@ class RecordingNotifier:
         return _NothingPrepared()
 
     async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer],
-                     prepared: Prepared | None = None) -> NotifyResult:
+                     prepared: Prepared | None = None, *, event_after: Awaitable[None] | None = None) -> NotifyResult:
         self.notices.append(notice)
         oks: Sequence[Any] = self.ok if isinstance(self.ok, Sequence) else [self.ok] * len(consumers)
         return NotifyResult(consumers=tuple(
