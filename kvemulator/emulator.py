@@ -472,6 +472,10 @@ class _TLSServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         _log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
+    def open_connections(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
+
     def close_connections(self) -> None:
         with self._connections_lock:
             connections = list(self._connections)
@@ -571,6 +575,11 @@ class KeyVaultEmulator:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    @property
+    def open_connections(self) -> int:
+        """TLS connections open to the emulator now (a client that keeps its connections alive holds few)."""
+        return self._server.open_connections() if self._server is not None else 0
 
     @property
     def port(self) -> int:

@@ -103,14 +103,15 @@ class Container:
             from shared.adapters.keyvault import KeyVaultStore
 
             s = self.settings
+            tls: dict[str, Any] = {"transport": _ca_bundle_transport(s.vault_ca_bundle)} if s.vault_ca_bundle else {}
             client = SecretClient(
                 s.vault_url(name),  # raises VaultNotAllowed for anything off the list
                 self.credential(),
                 verify_challenge_resource=s.vault_verify_challenge_resource,
-                connection_verify=s.vault_ca_bundle or True,
                 retry_total=s.vault_max_retries,
                 retry_backoff_factor=s.vault_retry_backoff_seconds,
                 retry_backoff_max=s.vault_retry_max_wait_seconds,
+                **tls,
             )
             store = KeyVaultStore(name, client)
             self._stores[name] = store
@@ -259,3 +260,32 @@ def set_container(container: Container | None) -> None:
     _container = container
 
 
+def _ca_bundle_transport(cafile: str) -> Any:
+    """azure-core's aiohttp transport trusting ``cafile`` through one SSL context shared by its connections.
+
+    Given ``connection_verify=<CA bundle>``, azure-core builds a new SSL context for every request and
+    aiohttp keeps connections per context, so every vault call would open a new TLS connection (the
+    handshake and the CA file load cost milliseconds of CPU per call, on the rotation's path to its pings).
+    With the context on the connector, requests use it through ``ssl=True`` and share one pool. Proxy
+    settings from the environment are honoured when one is set; otherwise the session does not look them
+    (and ~/.netrc) up in worker threads on every call.
+    """
+    import ssl
+
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    class CaBundleTransport(AioHttpTransport):  # type: ignore[misc]
+        built = False
+
+        async def open(self) -> None:
+            if not self.built:
+                self.built = True  # once: after close() the base class refuses to reopen, as it should
+                connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=cafile))
+                proxy = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                                        "ALL_PROXY", "all_proxy"))
+                self.session = aiohttp.ClientSession(connector=connector, trust_env=proxy,
+                                                     cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+            await super().open()
+
+    return CaBundleTransport()

@@ -63,6 +63,7 @@ def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: st
             fanout=fanout,
             on_refreshed=on_refreshed,
         )
+        await endpoint.warm()  # reads the ping key now, not when the first ping arrives
         app.include_router(fastapi_router(endpoint))  # POST /internal/secrets/refresh
         # --8<-- [end:wiring]
         state.update(secrets=secrets, ring=ring, redis=redis)
@@ -94,7 +95,9 @@ def create_app(make_secrets: Callable[[], CachedSecretClient], *, redis_host: st
 
     @app.get("/internal/secrets/version")
     async def version(name: str) -> dict[str, str | None]:
-        """What this replica uses now (the e2e run measures convergence with it)."""
-        return {"version": state["secrets"].cached_version(name)}
+        """What this replica uses now and when it read it (the e2e run measures convergence with it)."""
+        held = state["secrets"].cached(name)
+        read_at = held.read_at.isoformat() if held is not None and held.read_at is not None else None
+        return {"version": held.version if held is not None else None, "readAt": read_at}
 
     return app

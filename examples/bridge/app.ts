@@ -64,9 +64,10 @@ export function createBridge(secrets: CachedSecretClient, options: BridgeOptions
   });
   // --8<-- [end:request]
 
-  // What this replica uses now (the e2e run measures convergence with it).
+  // What this replica uses now and when it read it (the e2e run measures convergence with it).
   app.get("/internal/secrets/version", (req, res) => {
-    res.json({ version: secrets.cachedVersion(String(req.query.name ?? "")) ?? null });
+    const held = secrets.cached(String(req.query.name ?? ""));
+    res.json({ version: held?.version ?? null, readAt: held?.readAt?.toISOString() ?? null });
   });
 
   return { app, ring, redis, endpoint };

@@ -30,7 +30,7 @@ async function main(): Promise<void> {
     await pubsub.connect();
     fanout = new RedisFanout(pubsub, secrets, { service: env.FANOUT_SERVICE, timeoutMs: 4000 });
   }
-  const { app, ring, redis } = createBridge(secrets, {
+  const { app, ring, redis, endpoint } = createBridge(secrets, {
     redis: { host: env.REDIS_HOST!, port: Number(env.REDIS_PORT), username: env.REDIS_USER ?? "default" },
     fanout,
   });
@@ -42,6 +42,7 @@ async function main(): Promise<void> {
     };
     await fanout.start();
   }
+  await endpoint.warm(); // reads the ping key now, not when the first ping arrives
   const server = createServer(app);
   server.listen(Number(env.PORT ?? 0), "127.0.0.1", () => {
     console.log(`listening ${(server.address() as AddressInfo).port}`);

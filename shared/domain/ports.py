@@ -141,6 +141,11 @@ class Notifier(Protocol):
         at most one ``notify`` and closed by it (or by the caller when it is never used)."""
 
     async def notify(
-        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None,
+        *, event_after: Awaitable[None] | None = None,
     ) -> NotifyResult:
-        """Ping every consumer and publish the SecretRotated event. Never raises for a consumer failure."""
+        """Ping every consumer and publish the SecretRotated event. Never raises for a consumer failure.
+
+        ``event_after``: the event waits for it (the pings do not), so the engine can ping while it
+        confirms the version is the one served and cancel the call before a superseded version is
+        announced to the event's subscribers."""

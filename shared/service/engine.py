@@ -30,8 +30,9 @@ renews the lease and re-reads the served version, and stops the worker if either
 changed. A rotator reads before it writes (an admin connection, a provider's key
 list), so the engine binds ``RotationContext.fence`` and the rotator awaits it
 right before each write (``fences_writes``); for a rotator that does not, the
-engine fences before calling ``apply``, ``retire`` or ``repair``. The renewal and the read run at once; the side effect starts only
-after both answered. Other round trips that do not depend on each other run
+engine fences before calling ``apply``, ``retire`` or ``repair``. The renewal
+and the read run at once; the side effect starts only after both answered.
+Other round trips that do not depend on each other run
 at once the same way (``_both``): the admin credential is read during the
 fence before ``apply``, and the login proving the kept value during a fence
 before retirement. After the write the served version is read again; if another
@@ -512,23 +513,36 @@ class RotationEngine:
             await self._step(Step.COMMIT, req, timings, t)
             self._telemetry.annotate(version=props.version)
             log.info("rotation committed", extra={**extra, "version": props.version})
-            if single:  # the intent's clearing and the read confirming the commit are independent
-                _, served = await _both(self._clear_intent(store, req), store.get(req.secret_name))
-            else:
-                served = await store.get(req.secret_name)
-            if served.properties.version != props.version:
-                # Another writer committed between our fence and our write: reconcile on what is served.
-                log.warning("another version was committed concurrently; reconciling on the served one",
-                            extra={**extra, "version": props.version, "served_version": served.properties.version})
-                repaired = await self._repair_locked(store, req, policy, served, lease)
-                if repaired is not None:
-                    return repaired
-                return self._skipped(req, served, "superseded by a concurrent rotation; the served value works")
 
-            # The read just above is this version's fence for the pings: they leave now, with keys read
-            # ahead; the acknowledgements' tag write and retirement are fenced again in _finish.
+            # The pings leave now, with keys read ahead, while the read below confirms this version is
+            # the one served: a consumer re-reads before it answers and names the version it read, and
+            # the answers are used only once that read confirms (never for a superseded version); the
+            # SecretRotated event waits for it. The acknowledgements' tag write and retirement are
+            # fenced again in _finish.
             notify_started = time.perf_counter()
-            notified = await self._notify(req, policy, committed, current, committed.properties.tags, prepared=prepared)
+            confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            notifying = asyncio.ensure_future(self._notify(
+                req, policy, committed, current, committed.properties.tags, prepared=prepared, event_after=confirmed))
+            try:
+                if single:  # the intent's clearing and the read confirming the commit are independent
+                    _, served = await _both(self._clear_intent(store, req), store.get(req.secret_name))
+                else:
+                    served = await store.get(req.secret_name)
+                if served.properties.version != props.version:
+                    # Another writer committed between our fence and our write: reconcile on what is
+                    # served; the answers to our pings are about a superseded version and are dropped.
+                    await _drop(notifying)
+                    log.warning("another version was committed concurrently; reconciling on the served one",
+                                extra={**extra, "version": props.version,
+                                       "served_version": served.properties.version})
+                    repaired = await self._repair_locked(store, req, policy, served, lease)
+                    if repaired is not None:
+                        return repaired
+                    return self._skipped(req, served, "superseded by a concurrent rotation; the served value works")
+                confirmed.set_result(None)
+                notified = await notifying
+            finally:
+                await _drop(notifying)
 
             outcome = await self._finish(store, req, policy, committed, lease, previous=current, timings=timings,
                                          reader=ctx.secrets, revoke_now=req.trigger == Trigger.EMERGENCY,
@@ -867,6 +881,7 @@ class RotationEngine:
         tags: Mapping[str, str],
         trigger: str | None = None,
         prepared: Prepared | None = None,
+        event_after: Awaitable[None] | None = None,
     ) -> NotifyResult:
         consumers = list(self._consumers_for(req.secret_name, policy.consumers_tag))
         pending = tags.get(Tag.PENDING)
@@ -887,7 +902,7 @@ class RotationEngine:
             trigger=trigger or tags.get(Tag.TRIGGER, str(req.trigger)),
         )
         try:
-            return await self._notifier.notify(notice, consumers, prepared)
+            return await self._notifier.notify(notice, consumers, prepared, event_after=event_after)
         except RotationError:
             raise
         except Exception as exc:  # a notifier bug must not undo a committed rotation
@@ -996,3 +1011,11 @@ class _RunReader:
             with contextlib.suppress(RotationError):
                 await self.get(name)
 
+
+async def _drop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` if it is still running and wait for it, without raising what it raised."""
+    if not task.done():
+        task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: whatever it raised is moot once dropped

@@ -617,6 +617,35 @@ async def test_consumer_notifier_pings_and_publishes_together(
         assert_no_secret(ping.raw_body)
 
 
+async def test_the_event_waits_for_event_after_while_the_pings_do_not_and_is_never_sent_if_cancelled(
+    vault: FakeVault, notifier: HttpPingNotifier, sink: EventGridSink, servers: Callable[[ConsumerApp], ConsumerServer]
+) -> None:
+    """The engine pings while it confirms the new version is the one served; the event waits for that."""
+    backend = servers(hmac_app(vault))
+    composite = ConsumerNotifier(notifier, publisher_for(sink, "eventgrid"))
+    consumers = [Consumer("backend", backend.url, "hmac", hmac_secret=HMAC_SECRET)]
+    try:
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        notifying = asyncio.ensure_future(composite.notify(NOTICE, consumers, event_after=confirmed))
+        while not backend.consumer.pings or backend.consumer.pings[-1].status is None:
+            await asyncio.sleep(0.01)
+        assert sink.events == [] and not notifying.done()  # acknowledged, the event still held
+        confirmed.set_result(None)
+        result = await notifying
+        assert result.all_acknowledged and result.event_published is True
+        assert len(sink.events) == 1
+
+        superseded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        notifying = asyncio.ensure_future(composite.notify(NOTICE, consumers, event_after=superseded))
+        while len(backend.consumer.pings) < 2 or backend.consumer.pings[-1].status is None:
+            await asyncio.sleep(0.01)
+        notifying.cancel()  # what the engine does when another version is served
+        await asyncio.wait([notifying])
+        assert len(sink.events) == 1
+    finally:
+        await composite.close()
+
+
 async def test_publish_failure_does_not_affect_acknowledgements(
     vault: FakeVault, notifier: HttpPingNotifier, sink: EventGridSink, servers: Callable[[ConsumerApp], ConsumerServer]
 ) -> None:

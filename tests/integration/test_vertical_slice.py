@@ -207,3 +207,16 @@ def test_indexed_function_has_an_event_grid_trigger_binding() -> None:
     bindings = json.loads(functions["rotate_on_event"].get_function_json())["bindings"]
     assert [b["type"] for b in bindings] == ["eventGridTrigger"]
     assert bindings[0]["direction"] == "IN" and bindings[0]["name"] == "event"
+
+
+async def test_the_vault_client_keeps_its_connection_alive_with_a_private_ca_bundle(
+    emulator: KeyVaultEmulator, container: Container
+) -> None:
+    """With ``ROTATION_VAULT_CA_BUNDLE`` set, azure-core would build an SSL context per request and aiohttp pools
+    connections per context: each vault call would open a new TLS connection. The container shares one."""
+    emulator.put("session-encryption-key", "v1")
+    before = emulator.open_connections
+    store = container.store(VAULT)
+    for _ in range(5):
+        assert (await store.get("session-encryption-key")).value == "v1"
+    assert emulator.open_connections - before == 1

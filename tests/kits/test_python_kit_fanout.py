@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from keyvault_rotation_kit import CachedSecretClient, RedisFanout, RefreshEndpoint, SelfHealingRedis
+from keyvault_rotation_kit import CachedSecretClient, RedisFanout, RefreshEndpoint, SecretValue, SelfHealingRedis
 from standardwebhooks.webhooks import Webhook
 
 from kvemulator import KeyVaultEmulator
@@ -41,12 +42,12 @@ async def instances(emulator: KeyVaultEmulator, redis_server: RedisServer) -> As
     emulator.put("redis-password", password)
     service = f"svc-{uuid.uuid4().hex[:6]}"
     async with AsyncExitStack() as stack:
-        async def start(key: str) -> Instance:
+        async def start(key: str, on_refreshed: Any = None) -> Instance:
             client = await stack.enter_async_context(CachedSecretClient(emulator.async_secret_client()))
             redis = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
                                      username=user)
             stack.push_async_callback(redis.aclose)
-            fanout = RedisFanout(redis, client, service=service, timeout_seconds=5.0)
+            fanout = RedisFanout(redis, client, service=service, timeout_seconds=5.0, on_refreshed=on_refreshed)
             await fanout.start()
             stack.push_async_callback(fanout.stop)
             endpoint = RefreshEndpoint(client, allowed_secrets=[SECRET], webhook_key=key, fanout=fanout)
@@ -102,3 +103,32 @@ async def test_a_live_instance_that_does_not_answer_makes_the_acknowledgement_wa
     assert answer.status == 503
     assert answer.body == {"error": "not every instance confirmed", "live": 2, "confirmed": 1}
     assert answer.headers == {"Retry-After": "1"}
+
+
+async def test_a_sibling_busy_refreshing_one_secret_still_refreshes_and_confirms_another(
+    emulator: KeyVaultEmulator, instances: Callable[[str, Any], Any]
+) -> None:
+    """Notices are handled concurrently: four secrets rotating together do not queue behind one another's
+    re-reads on a sibling (here one refresh hangs until released, and another secret still converges)."""
+    other = "session-encryption-key"
+    release = asyncio.Event()
+
+    async def hang(secret: SecretValue) -> None:
+        if secret.name == other:
+            await release.wait()
+
+    key = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    emulator.put(SECRET, "conninfo-v1")
+    emulator.put(other, "other-v1")
+    first = await instances(key, None)
+    busy = await instances(key, hang)
+    o2 = emulator.put(other, "other-v2")["version"]
+    hanging = asyncio.ensure_future(first.fanout.broadcast(other, o2, "rot-other"))
+    while busy.secrets.cached_version(other) != o2:  # the busy sibling is inside its hanging refresh
+        await asyncio.sleep(0.01)
+    v2 = emulator.put(SECRET, "conninfo-v2")["version"]
+    answer = await first.endpoint.handle(*signed_ping(key, v2, "rot-fan-3"))
+    assert (answer.status, answer.body) == (200, {"version": v2, "coverage": "service", "instances": 2})
+    assert busy.secrets.cached_version(SECRET) == v2
+    release.set()
+    assert (await hanging).complete

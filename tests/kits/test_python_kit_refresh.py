@@ -245,6 +245,60 @@ async def test_a_rotated_webhook_key_is_reread_once_instead_of_rejecting_the_pin
     assert result.ok, result
 
 
+def signed_ping(key: str, version: str, rotation_id: str, **fields: Any) -> tuple[dict[str, str], bytes]:
+    body = json.dumps({"secretName": SECRET, "version": version, "rotationId": rotation_id, **fields}).encode()
+    now = datetime.now(UTC)
+    return ({"webhook-id": rotation_id, "webhook-timestamp": str(int(now.timestamp())),
+             "webhook-signature": Webhook(key).sign(rotation_id, now, body.decode())}, body)
+
+
+async def test_a_ping_key_held_past_its_ttl_starts_the_reread_and_the_answer_waits_until_it_is_confirmed_current(
+    emulator: KeyVaultEmulator,
+) -> None:
+    """Pings are rare, so the ping key held is usually past its TTL: reading it first would put a second Key Vault
+    read before the re-read. The held key lets the re-read start; the answer waits for a fresh read of the key, and
+    a ping signed with a key rotated away since is refused (401) although the secret was re-read."""
+    key = new_webhook_key()
+    emulator.put(KEY_SECRET, key)
+    v1 = emulator.put(SECRET, "conninfo-v1")["version"]
+    now = [0.0]
+    async with CachedSecretClient(emulator.async_secret_client(retry_total=0), ttl_seconds=60,
+                                  clock=lambda: now[0]) as client:
+        endpoint = RefreshEndpoint(client, allowed_secrets=[SECRET], webhook_key_secret=KEY_SECRET)
+        assert (await endpoint.handle(*signed_ping(key, v1, "rot-1"))).status == 200  # the key is held now
+
+        now[0] = 3600.0  # the key held is past its TTL
+        v2 = emulator.put(SECRET, "conninfo-v2")["version"]
+        reads = emulator.count("GET", "secret")
+        answer = await endpoint.handle(*signed_ping(key, v2, "rot-2"))
+        assert (answer.status, answer.body) == (200, {"version": v2, "coverage": "instance"})
+        assert emulator.count("GET", "secret") == reads + 2  # the secret and, to confirm it, the key
+
+        now[0] = 7200.0
+        emulator.put(KEY_SECRET, new_webhook_key())  # rotated away (say it leaked)
+        v3 = emulator.put(SECRET, "conninfo-v3")["version"]
+        refused = await endpoint.handle(*signed_ping(key, v3, "rot-3"))
+        assert refused.status == 401
+        assert client.cached_version(SECRET) == v3  # the harmless part ran: a re-read
+        assert (await endpoint.handle(*signed_ping(key, v3, "rot-3"))).status == 401  # and the old key is known bad
+
+
+async def test_a_reread_that_still_returns_the_replaced_version_is_not_yet_an_answer_but_a_503_to_retry(
+    emulator: KeyVaultEmulator, secrets_client: CachedSecretClient,
+) -> None:
+    """Pings leave as the version is committed. A read that still returns the ping's ``previousVersion`` (a Key Vault
+    replica lagging behind) means "not yet": 503 with Retry-After, so the rotation app pings again. Any other
+    version is the truth to report (a mismatch, never an acknowledgement)."""
+    key = new_webhook_key()
+    v1 = emulator.put(SECRET, "conninfo-v1")["version"]
+    endpoint = RefreshEndpoint(secrets_client, allowed_secrets=[SECRET], webhook_key=key)
+    announced = uuid.uuid4().hex  # committed, not yet served to this reader
+    lagging = await endpoint.handle(*signed_ping(key, announced, "rot-1", previousVersion=v1))
+    assert (lagging.status, lagging.headers) == (503, {"Retry-After": "1"})
+    superseded = await endpoint.handle(*signed_ping(key, announced, "rot-2", previousVersion=uuid.uuid4().hex))
+    assert (superseded.status, superseded.body) == (200, {"version": v1, "coverage": "instance"})
+
+
 # ------------------------------------------------------------- Entra bearer
 
 

@@ -15,6 +15,7 @@ import pytest
 from keyvault_rotation_kit import CachedSecretClient, JwtKeyRing, SecretNotFound, SecretUnavailable, TokenInvalid
 
 from kvemulator import KeyVaultEmulator
+from kvemulator.credentials import AsyncStaticTokenCredential
 from shared.rotators.jwt_key import new_private_jwk
 from tests.support import leakscan
 
@@ -221,3 +222,18 @@ async def test_jwks_ring_picks_the_key_by_kid_and_exports_only_public_members(
         header = jwt.get_unverified_header(token)
         key = keyset[header["kid"]]
         assert jwt.decode(token, key.key, algorithms=[header["alg"]])["sub"] == "user-1"
+
+
+async def test_from_vault_url_with_a_private_ca_file_keeps_one_connection_alive_across_reads(
+    emulator: KeyVaultEmulator,
+) -> None:
+    """With ``connection_verify=<CA file>`` azure-core builds an SSL context per request and aiohttp pools
+    connections per context: every read would open a new TLS connection. The kit shares one context."""
+    emulator.put("db-password", "v1")
+    before = emulator.open_connections
+    async with CachedSecretClient.from_vault_url(emulator.url, credential=AsyncStaticTokenCredential(),
+                                                 verify_challenge_resource=False,
+                                                 connection_verify=emulator.ca_path) as client:
+        for _ in range(5):
+            assert (await client.get("db-password", use_cache=False)).value == "v1"
+        assert emulator.open_connections - before == 1

@@ -134,7 +134,7 @@ class RecordingNotifier(Notifier):
         return _NothingPrepared()
 
     async def notify(self, notice: RotatedNotice, consumers: Sequence[Consumer],
-                     prepared: Prepared | None = None) -> NotifyResult:
+                     prepared: Prepared | None = None, *, event_after: Awaitable[None] | None = None) -> NotifyResult:
         self.notices.append(notice)
         oks: Sequence[Any] = self.ok if isinstance(self.ok, Sequence) else [self.ok] * len(consumers)
         return NotifyResult(consumers=tuple(

@@ -315,7 +315,8 @@ async def test_an_event_for_the_current_version_is_decided_on_the_vaults_current
 
 async def test_a_version_committed_concurrently_right_after_ours_is_detected_and_the_served_one_is_kept() -> None:
     """The residual window between the last fence and the write: the engine reads the served version back after
-    its commit and, if another worker's version is served, does not notify or retire on the strength of its own."""
+    its commit while its pings are already out and, if another worker's version is served, drops their
+    acknowledgements and retires nothing on the strength of its own version."""
 
     class RacingStore(FakeStore):
         raced = False
@@ -327,13 +328,22 @@ async def test_a_version_committed_concurrently_right_after_ours_is_detected_and
                 self.seed(name, "committed-by-another-worker")
             return props
 
+        async def get(self, name: str, version: str | None = None) -> Any:
+            await asyncio.sleep(0.01)  # a real round trip: the pings leave meanwhile
+            return await super().get(name, version)
+
     store = RacingStore()
     store.seed("session-encryption-key", "old", expires_on=NOW + timedelta(days=1))
-    notifier = RecordingNotifier()
-    outcome = await make_engine(store, notifier=notifier).run(event(store, "session-encryption-key"))
+    notifier = RecordingNotifier(ok=True)
+    consumers = [Consumer("backend", "https://b/refresh", acknowledges="service")]
+    outcome = await make_engine(store, notifier=notifier, consumers=consumers).run(
+        event(store, "session-encryption-key"))
     assert outcome.status == "skipped" and "superseded" in outcome.reason
-    assert store.versions["session-encryption-key"][-1].value == "committed-by-another-worker"
-    assert notifier.notices == []
+    versions = store.versions["session-encryption-key"]
+    assert versions[-1].value == "committed-by-another-worker"
+    assert all(v.properties.enabled for v in versions)  # acknowledged or not, nothing was retired
+    ours = next(v for v in versions if v.value not in {"old", "committed-by-another-worker"})
+    assert Tag.STATE not in ours.properties.tags or ours.properties.tags[Tag.STATE] == "committed"
 
 
 # ------------------------------------------------------------------ overlapped round trips (issue 15)

@@ -67,32 +67,54 @@ export class RefreshEndpoint {
     this.maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
   }
 
+  /** Read the ping signing key now (at start-up), so the first ping does not wait for that read. */
+  async warm(): Promise<void> {
+    if (this.options.webhookKeySecret) await this.secrets.get(this.options.webhookKeySecret);
+  }
+
   /** One refresh request; never throws, never echoes a value. */
   async handle(rawHeaders: Record<string, string | string[] | undefined>, body: Buffer): Promise<Answer> {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(rawHeaders)) if (typeof v === "string") headers[k.toLowerCase()] = v;
     if (body.length > this.maxBodyBytes) return answer(413, { error: "body too large" });
+    let confirming: Promise<void> | undefined;
     try {
-      await this.authenticate(headers, body);
+      // An object, not the promise itself: an async function's promise would adopt (wait for) it.
+      ({ confirming } = await this.authenticate(headers, body));
     } catch (err) {
-      if (err instanceof TokenInvalid) return answer(401, { error: "unauthorized" });
-      if (err instanceof CallerNotAllowed) return answer(403, { error: "forbidden" });
-      return answer(503, { error: "cannot authenticate now" }, retry);
+      return refused(err);
     }
+    // Signed with the key held, which may be past its TTL: the (idempotent) re-read starts now, the
+    // answer waits until a fresh read of the key confirms it is still the current one.
+    confirming?.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+    const [result, done] = await this.refresh(body);
+    if (confirming) {
+      try {
+        await confirming;
+      } catch (err) {
+        return refused(err);
+      }
+    }
+    if (done) this.remember(...done);
+    return result;
+  }
+
+  /** The answer to an authenticated notice, and the [rotation id, version] it settles, if any. */
+  private async refresh(body: Buffer): Promise<[Answer, [string, string] | undefined]> {
     let notice: unknown;
     try {
       notice = JSON.parse(body.toString("utf8"));
     } catch {
-      return answer(400, { error: "body is not JSON" });
+      return [answer(400, { error: "body is not JSON" }), undefined];
     }
-    const { secretName: name, version, rotationId } = (notice ?? {}) as Record<string, unknown>;
+    const { secretName: name, version, rotationId, previousVersion } = (notice ?? {}) as Record<string, unknown>;
     if (typeof name !== "string" || typeof version !== "string" || typeof rotationId !== "string") {
-      return answer(400, { error: "secretName, version and rotationId are required" });
+      return [answer(400, { error: "secretName, version and rotationId are required" }), undefined];
     }
-    if (!this.allowed.has(name.toLowerCase())) return answer(404, { error: "secret not used here" });
+    if (!this.allowed.has(name.toLowerCase())) return [answer(404, { error: "secret not used here" }), undefined];
     const coverage = this.options.fanout ? "service" : "instance";
     if (this.seen.get(rotationId) === version) {
-      return answer(200, { version, coverage, duplicate: true });
+      return [answer(200, { version, coverage, duplicate: true }), [rotationId, version]];
     }
     const reread = async (): Promise<SecretValue> => {
       const fresh = await this.secrets.refresh(name);
@@ -104,46 +126,65 @@ export class RefreshEndpoint {
       reread(),
       this.options.fanout ? this.options.fanout.broadcast(name, version, rotationId) : Promise.resolve(undefined),
     ]);
-    if (local.status === "rejected") return answer(503, { error: "could not re-read the secret" }, retry);
+    if (local.status === "rejected") return [answer(503, { error: "could not re-read the secret" }, retry), undefined];
     const secret = local.value;
-    if (secret.version !== version) return answer(200, { version: secret.version, coverage: "instance" });
+    if (secret.version !== version && secret.version === previousVersion) {
+      // The ping left as the version was committed; this read still got the one it replaces: try again.
+      return [answer(503, { error: "Key Vault does not serve the announced version yet" }, retry), undefined];
+    }
+    if (secret.version !== version) return [answer(200, { version: secret.version, coverage: "instance" }), undefined];
     const extra: Record<string, unknown> = {};
     if (this.options.fanout) {
       if (remote.status === "rejected" || remote.value === undefined) {
-        return answer(503, { error: "sibling instances did not answer" }, retry);
+        return [answer(503, { error: "sibling instances did not answer" }, retry), undefined];
       }
       const result = remote.value;
       if (result.confirmed < result.live) {
-        return answer(503, { error: "not every instance confirmed", ...result }, retry);
+        return [answer(503, { error: "not every instance confirmed", ...result }, retry), undefined];
       }
       extra.instances = result.live;
     }
-    this.remember(rotationId, version);
-    return answer(200, { version: secret.version, coverage, ...extra });
+    return [answer(200, { version: secret.version, coverage, ...extra }), [rotationId, version]];
   }
 
-  private async authenticate(headers: Record<string, string>, body: Buffer): Promise<void> {
+  /** Throws when the request is not authenticated; may return a confirmation the answer must await. */
+  private async authenticate(headers: Record<string, string>, body: Buffer): Promise<{ confirming?: Promise<void> }> {
     const { webhookKey, webhookKeySecret, bearer } = this.options;
     if (headers["webhook-signature"] !== undefined && (webhookKey || webhookKeySecret)) {
       if (webhookKey) {
         if (!verifies(webhookKey, headers, body)) throw new TokenInvalid("bad signature");
-        return;
+        return {};
+      }
+      const held = this.secrets.cached(webhookKeySecret!);
+      if (held && verifies(held.value, headers, body)) {
+        // Pings are rare, so the key held is usually past its TTL: reading it again before anything else
+        // would put a second Key Vault read on the path to the new version. The work may start (it only
+        // re-reads); the answer waits for this confirmation (a cache hit while fresh).
+        return { confirming: this.confirmKey(held, headers, body) };
       }
       const key = await this.secrets.get(webhookKeySecret!);
-      if (verifies(key.value, headers, body)) return;
+      if (verifies(key.value, headers, body)) return {};
       // The signing key may have rotated: re-read it, at most once per interval.
       const now = performance.now();
       if (now - this.keyRereadAt < (this.options.keyRereadIntervalMs ?? 30_000)) throw new TokenInvalid("bad signature");
       this.keyRereadAt = now;
       const fresh = await this.secrets.rereadAfterFailure(webhookKeySecret!, key.version);
       if (fresh.version === key.version || !verifies(fresh.value, headers, body)) throw new TokenInvalid("bad signature");
-      return;
+      return {};
     }
     if (headers.authorization !== undefined && bearer) {
       await bearer.validate(headers.authorization);
-      return;
+      return {};
     }
     throw new TokenInvalid("no accepted authentication");
+  }
+
+  /** The key that verified the request is still the current one (or the current one verifies it too). */
+  private async confirmKey(held: SecretValue, headers: Record<string, string>, body: Buffer): Promise<void> {
+    const current = await this.secrets.get(this.options.webhookKeySecret!);
+    if (current.version !== held.version && !verifies(current.value, headers, body)) {
+      throw new TokenInvalid("signed with a key that is no longer current");
+    }
   }
 
   private remember(rotationId: string, version: string): void {
@@ -163,6 +204,12 @@ function verifies(key: string, headers: Record<string, string>, body: Buffer): b
     if (err instanceof KitError) throw err;
     return false; // forged, stale, malformed headers or a key that is not whsec_
   }
+}
+
+function refused(err: unknown): Answer {
+  if (err instanceof TokenInvalid) return answer(401, { error: "unauthorized" });
+  if (err instanceof CallerNotAllowed) return answer(403, { error: "forbidden" });
+  return answer(503, { error: "cannot authenticate now" }, retry);
 }
 
 function answer(status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): Answer {

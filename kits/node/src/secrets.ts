@@ -23,10 +23,12 @@ export interface SecretValue {
   /** Not enumerable: never printed by console.log or JSON.stringify. */
   readonly value: string;
   readonly createdOn?: Date;
+  /** When this copy was read from Key Vault. */
+  readonly readAt?: Date;
 }
 
-export function secretValue(name: string, version: string, value: string, createdOn?: Date): SecretValue {
-  const out = { name, version, createdOn } as SecretValue;
+export function secretValue(name: string, version: string, value: string, createdOn?: Date, readAt?: Date): SecretValue {
+  const out = { name, version, createdOn, readAt } as SecretValue;
   Object.defineProperty(out, "value", { value, enumerable: false });
   return Object.freeze(out);
 }
@@ -119,7 +121,16 @@ export class CachedSecretClient {
   }
 
   cachedVersion(name: string): string | undefined {
-    return this.cache.get(name.toLowerCase())?.secret.version;
+    return this.cached(name)?.version;
+  }
+
+  /**
+   * What the cache holds for `name`, fresh or past its TTL; never reads Key Vault. For callers that can act
+   * on a possibly stale copy and confirm it with `get` before relying on it (the refresh endpoint verifies a
+   * ping with the signing key it holds while it reads it again).
+   */
+  cached(name: string): SecretValue | undefined {
+    return this.cache.get(name.toLowerCase())?.secret;
   }
 
   /** Current version first, then older versions still enabled and valid, newest first (at most `limit`). */
@@ -143,7 +154,7 @@ export class CachedSecretClient {
     for (const item of older.slice(0, Math.max(0, limit - 1))) {
       try {
         const s = await this.client.getSecret(name, { version: item.version });
-        out.push(secretValue(name, item.version, s.value ?? "", item.createdOn));
+        out.push(secretValue(name, item.version, s.value ?? "", item.createdOn, new Date()));
       } catch {
         // disabled or deleted since it was listed: not usable anyway
       }
@@ -179,7 +190,9 @@ export class CachedSecretClient {
       } catch (err) {
         throw translate(err, name, "read");
       }
-      const value = secretValue(name, secret.properties.version ?? "", secret.value ?? "", secret.properties.createdOn);
+      const value = secretValue(
+        name, secret.properties.version ?? "", secret.value ?? "", secret.properties.createdOn, new Date(),
+      );
       if ((this.generation.get(key) ?? 0) === gen && !this.noCache.has(key)) {
         this.cache.set(key, { secret: value, fetchedAt: this.now() });
       }

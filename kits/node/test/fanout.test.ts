@@ -66,3 +66,49 @@ test("one ping refreshes every live instance before a service-wide acknowledgeme
     }
   }
 });
+
+test("a sibling busy refreshing one secret still refreshes and confirms another", async () => {
+  // Notices are handled concurrently: secrets rotating together do not queue behind one another's re-reads.
+  const key = "whsec_" + randomBytes(32).toString("base64");
+  const name = unique("database-connection-string");
+  const other = unique("session-encryption-key");
+  await put(name, "v1-value");
+  await put(other, "other-v1");
+  const service = unique("svc");
+  let release: () => void = () => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const started: { fanout: RedisFanout; redis: ReturnType<typeof createClient> }[] = [];
+  try {
+    const replicas = [];
+    for (const hang of [false, true]) {
+      const redis = redisClient();
+      await redis.connect();
+      const secrets = cachedClient();
+      const fanout = new RedisFanout(redis, secrets, {
+        service,
+        timeoutMs: 5000,
+        onRefreshed: hang ? async (s) => (s.name === other ? released : undefined) : undefined,
+      });
+      await fanout.start();
+      started.push({ fanout, redis });
+      replicas.push({ secrets, fanout, endpoint: new RefreshEndpoint(secrets, { allowedSecrets: [name], webhookKey: key, fanout }) });
+    }
+    const [first, busy] = replicas;
+    const o2 = await put(other, "other-v2");
+    const hanging = first.fanout.broadcast(other, o2, "rot-other");
+    while (busy.secrets.cachedVersion(other) !== o2) await new Promise((r) => setTimeout(r, 10));
+    const v2 = await put(name, "v2-value");
+    const answer = await first.endpoint.handle(...ping(key, name, v2, "rot-fan-3"));
+    assert.deepEqual([answer.status, answer.body], [200, { version: v2, coverage: "service", instances: 2 }]);
+    assert.equal(busy.secrets.cachedVersion(name), v2);
+    release();
+    const result = await hanging;
+    assert.equal(result.confirmed, result.live);
+  } finally {
+    release();
+    for (const { fanout, redis } of started) {
+      await fanout.stop();
+      await redis.quit().catch(() => undefined);
+    }
+  }
+});

@@ -94,6 +94,56 @@ test("status codes follow the contract", async () => {
   assert.ok(fresh.startsWith("whsec_"));
 });
 
+test("a ping key held past its TTL starts the re-read; the answer waits until a fresh read confirms the key", async () => {
+  // Pings are rare, so the key held is usually past its TTL: reading it first would put a second Key Vault read
+  // before the re-read. A ping signed with a key rotated away since is refused, although the secret was re-read.
+  const keyName = unique("hmac");
+  const name = unique("db");
+  const key = newKey();
+  await put(keyName, key);
+  const v1 = await put(name, "v1-value");
+  let now = 0;
+  const client = cachedClient({ ttlMs: 60_000, now: () => now });
+  const endpoint = new RefreshEndpoint(client, { allowedSecrets: [name], webhookKeySecret: keyName });
+  const ping = (version: string, id: string, signer = key): [Record<string, string>, Buffer] => {
+    const body = JSON.stringify({ secretName: name, version, rotationId: id });
+    return [signed(signer, body, id), Buffer.from(body)];
+  };
+  assert.equal((await endpoint.handle(...ping(v1, "rot-1"))).status, 200); // the key is held now
+
+  now = 3_600_000; // past its TTL
+  const v2 = await put(name, "v2-value");
+  const reads = client.reads;
+  const answer = await endpoint.handle(...ping(v2, "rot-2"));
+  assert.deepEqual([answer.status, answer.body], [200, { version: v2, coverage: "instance" }]);
+  assert.equal(client.reads, reads + 2); // the secret and, to confirm it, the key
+
+  now = 7_200_000;
+  await put(keyName, newKey()); // rotated away (say it leaked)
+  const v3 = await put(name, "v3-value");
+  assert.equal((await endpoint.handle(...ping(v3, "rot-3"))).status, 401);
+  assert.equal(client.cachedVersion(name), v3); // the harmless part ran: a re-read
+  assert.equal((await endpoint.handle(...ping(v3, "rot-3"))).status, 401); // and the old key is known bad
+});
+
+test("a re-read that still returns the replaced version is a 503 to retry, any other version a mismatch", async () => {
+  // Pings leave as the version is committed: a read still returning previousVersion (a lagging Key Vault
+  // replica) means "not yet"; another version is the truth to report, never an acknowledgement.
+  const name = unique("db");
+  const key = newKey();
+  const v1 = await put(name, "v1-value");
+  const endpoint = new RefreshEndpoint(cachedClient(), { allowedSecrets: [name], webhookKey: key });
+  const announced = randomBytes(16).toString("hex"); // committed, not yet served to this reader
+  const ping = (id: string, previousVersion: string): [Record<string, string>, Buffer] => {
+    const body = JSON.stringify({ secretName: name, version: announced, rotationId: id, previousVersion });
+    return [signed(key, body, id), Buffer.from(body)];
+  };
+  const lagging = await endpoint.handle(...ping("rot-1", v1));
+  assert.deepEqual([lagging.status, lagging.headers], [503, { "Retry-After": "1" }]);
+  const superseded = await endpoint.handle(...ping("rot-2", randomBytes(16).toString("hex")));
+  assert.deepEqual([superseded.status, superseded.body], [200, { version: v1, coverage: "instance" }]);
+});
+
 test("Entra bearer tokens are validated against a local issuer's published keys", async () => {
   const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const kid = "local-key";

@@ -7,6 +7,13 @@ re-reads the secret and replies with the version it now uses, and the
 endpoint answers ``"coverage": "service"`` only when every live instance
 replied with the pinged version (503 otherwise, so the rotation app retries).
 
+Speed: the fan-out is on the path from the vault commit to the last replica
+using the new version, so nothing is set up per ping. Each instance
+subscribes once, at :meth:`start`, to the service's channel and to its own
+reply channel; a broadcast publishes at once and looks up the live instances
+while the siblings re-read; each notice is handled in its own task, so
+siblings re-read concurrently for concurrent rotations.
+
 Liveness: each instance refreshes its entry in a sorted set every
 ``heartbeat_seconds`` (scored with the Redis server's clock, so instance
 clocks do not matter); an instance is live while its entry is younger than
@@ -53,7 +60,10 @@ class RedisFanout:
         self._timeout = timeout_seconds
         self._channel = f"kv-rotation:{service}:refresh"
         self._members = f"kv-rotation:{service}:instances"
+        self._replies = f"{self._channel}:reply:{self.instance_id}"
         self._tasks: list[asyncio.Task[None]] = []
+        self._handling: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, _Waiting] = {}
         self._subscribed = asyncio.Event()
 
     async def start(self) -> None:
@@ -64,41 +74,40 @@ class RedisFanout:
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name=f"fanout-beat-{self.instance_id}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._handling]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._handling]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._handling.clear()
         with contextlib.suppress(Exception):
             await self._redis.run(lambda r: r.zrem(self._members, self.instance_id))
 
     async def broadcast(self, secret_name: str, version: str, rotation_id: str) -> FanoutResult:
         """Tell the siblings; return how many live instances (this one included) confirmed ``version``."""
-        client = await self._redis.client()
-        reply_channel = f"{self._channel}:reply:{uuid.uuid4().hex}"
-        confirmed = {self.instance_id}
-        async with client.pubsub() as replies:
-            await replies.subscribe(reply_channel)
-            live = await self._live_instances()
-            message = {"secretName": secret_name, "version": version, "rotationId": rotation_id,
-                       "origin": self.instance_id, "reply": reply_channel}
-            await self._redis.run(lambda r: r.publish(self._channel, json.dumps(message)))
+        if not self._subscribed.is_set():
+            raise RuntimeError("RedisFanout.start() was not called (or its subscription is down)")
+        waiting = _Waiting(secret_name, version)
+        broadcast_id = uuid.uuid4().hex
+        self._waiting[broadcast_id] = waiting
+        try:
+            message = json.dumps({"secretName": secret_name, "version": version, "rotationId": rotation_id,
+                                  "origin": self.instance_id, "reply": self._replies, "id": broadcast_id})
+            # Published first: the siblings re-read while the live instances are looked up.
+            _, live = await asyncio.gather(self._redis.run(lambda r: r.publish(self._channel, message)),
+                                           self._live_instances())
+            live.add(self.instance_id)
+            waiting.confirmed.add(self.instance_id)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._timeout
-            while not live <= confirmed and loop.time() < deadline:
-                got = await replies.get_message(ignore_subscribe_messages=True,
-                                                timeout=max(0.0, deadline - loop.time()))
-                if got is None:
-                    continue
-                try:
-                    answer = json.loads(got["data"])
-                except (ValueError, TypeError):
-                    continue
-                if isinstance(answer, dict) and answer.get("version") == version:
-                    confirmed.add(str(answer.get("instance")))
-        live.add(self.instance_id)
-        return FanoutResult(live=len(live), confirmed=len(live & confirmed))
+            while not live <= waiting.confirmed and loop.time() < deadline:
+                waiting.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiting.changed.wait(), timeout=max(0.0, deadline - loop.time()))
+        finally:
+            del self._waiting[broadcast_id]
+        return FanoutResult(live=len(live), confirmed=len(live & waiting.confirmed))
 
     # ------------------------------------------------------------ internals
 
@@ -131,18 +140,39 @@ class RedisFanout:
             try:
                 client = await self._redis.client()
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
+                    await pubsub.subscribe(self._channel, self._replies)
                     self._subscribed.set()
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._on_message(message["data"])
+                        if message.get("type") != "message":
+                            continue
+                        channel = message.get("channel")
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        if channel == self._replies:
+                            self._on_reply(message["data"])
+                        else:
+                            # Its own task: a re-read must not hold up replies or other notices.
+                            task = asyncio.create_task(self._on_message(message["data"]))
+                            self._handling.add(task)
+                            task.add_done_callback(self._handling.discard)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._subscribed.clear()
                 # Connection lost or the password rotated under us: rebuild and resubscribe.
                 with contextlib.suppress(Exception):
                     await self._redis.run(lambda r: r.ping())  # heals a rotated password once
                 await asyncio.sleep(0.2)
+
+    def _on_reply(self, data: Any) -> None:
+        try:
+            answer = json.loads(data)
+            waiting = self._waiting.get(str(answer["id"]))
+        except (ValueError, TypeError, KeyError):
+            return
+        if waiting is not None and answer.get("version") == waiting.version:
+            waiting.confirmed.add(str(answer.get("instance")))
+            waiting.changed.set()
 
     async def _on_message(self, data: Any) -> None:
         try:
@@ -162,5 +192,15 @@ class RedisFanout:
             current = secret.version
         else:
             current = version
-        answer = json.dumps({"instance": self.instance_id, "version": current})
+        answer = json.dumps({"instance": self.instance_id, "version": current, "id": notice.get("id")})
         await self._redis.run(lambda r: r.publish(reply, answer))
+
+
+class _Waiting:
+    """One broadcast's replies so far."""
+
+    def __init__(self, secret_name: str, version: str) -> None:
+        self.secret_name = secret_name
+        self.version = version
+        self.confirmed: set[str] = set()
+        self.changed = asyncio.Event()

@@ -126,36 +126,56 @@ class RefreshEndpoint:
         self._key_reread_interval = key_reread_interval_seconds
         self._key_reread_at = float("-inf")
 
+    async def warm(self) -> None:
+        """Read the ping signing key now (at start-up), so the first ping does not wait for that read."""
+        if self._key_secret is not None:
+            await self._secrets.get(self._key_secret)
+
     async def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         """One refresh request; never raises, never echoes a value."""
         lowered = {k.lower(): v for k, v in headers.items()}
         if len(body) > self.max_body_bytes:
             return _answer(413, {"error": "body too large"})
         try:
-            await self._authenticate(lowered, body)
-        except TokenInvalid:
-            return _answer(401, {"error": "unauthorized"})
-        except CallerNotAllowed:
-            return _answer(403, {"error": "forbidden"})
-        except (IssuerUnavailable, KitError):
-            return _answer(503, {"error": "cannot authenticate now"}, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+            confirming = await self._authenticate(lowered, body)
+        except (TokenInvalid, CallerNotAllowed, IssuerUnavailable, KitError) as exc:
+            return _refused(exc)
+        if confirming is None:
+            answer, done = await self._refresh(body)
+        else:
+            # Signed with the key held, which may be past its TTL: the (idempotent) re-read starts now,
+            # the answer waits until a fresh read of the key confirms it is still the current one.
+            try:
+                answer, done = await self._refresh(body)
+            except BaseException:
+                confirming.cancel()
+                raise
+            try:
+                await confirming
+            except (TokenInvalid, KitError) as exc:
+                return _refused(exc)
+        if done is not None:
+            self._remember(*done)
+        return answer
+
+    async def _refresh(self, body: bytes) -> tuple[Answer, tuple[str, str] | None]:
+        """The answer to an authenticated notice, and the (rotation id, version) it settles, if any."""
         try:
             notice = json.loads(body)
         except ValueError:
-            return _answer(400, {"error": "body is not JSON"})
+            return _answer(400, {"error": "body is not JSON"}), None
         if not isinstance(notice, dict):
-            return _answer(400, {"error": "body is not a JSON object"})
+            return _answer(400, {"error": "body is not a JSON object"}), None
         name, version, rotation_id = notice.get("secretName"), notice.get("version"), notice.get("rotationId")
         if not isinstance(name, str) or not isinstance(rotation_id, str) or not isinstance(version, str):
-            return _answer(400, {"error": "secretName, version and rotationId are required"})
+            return _answer(400, {"error": "secretName, version and rotationId are required"}), None
         if name.lower() not in self._allowed:
-            return _answer(404, {"error": "secret not used here"})
+            return _answer(404, {"error": "secret not used here"}), None
 
         answered = self._seen.get(rotation_id)
         if answered is not None and answered == version:
-            self._seen.move_to_end(rotation_id)
             return _answer(200, {"version": answered, "coverage": "service" if self._fanout else "instance",
-                                 "duplicate": True})
+                                 "duplicate": True}), (rotation_id, version)
 
         async def reread() -> SecretValue:
             secret = await self._secrets.refresh(name)
@@ -173,12 +193,17 @@ class RefreshEndpoint:
         if isinstance(local, BaseException):
             if not isinstance(local, Exception):
                 raise local
-            return _answer(503, {"error": "could not re-read the secret"}, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return _answer(503, {"error": "could not re-read the secret"},
+                           **{"Retry-After": str(RETRY_AFTER_SECONDS)}), None
         assert isinstance(local, SecretValue)
         secret = local
+        if secret.version != version and secret.version == notice.get("previousVersion"):
+            # The ping left as the version was committed; this read still got the one it replaces: try again.
+            return _answer(503, {"error": "Key Vault does not serve the announced version yet"},
+                           **{"Retry-After": str(RETRY_AFTER_SECONDS)}), None
         if secret.version != version:
             # The truth, not the version hoped for: the rotation app records a mismatch.
-            return _answer(200, {"version": secret.version, "coverage": "instance"})
+            return _answer(200, {"version": secret.version, "coverage": "instance"}), None
         coverage = "instance"
         body_extra: Json = {}
         if self._fanout is not None:
@@ -187,34 +212,39 @@ class RefreshEndpoint:
                 if not isinstance(result, Exception):
                     raise result
                 return _answer(503, {"error": "sibling instances did not answer"},
-                               **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+                               **{"Retry-After": str(RETRY_AFTER_SECONDS)}), None
             assert isinstance(result, FanoutResult)
             if not result.complete:
                 return _answer(503, {"error": "not every instance confirmed", "live": result.live,
-                                     "confirmed": result.confirmed}, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+                                     "confirmed": result.confirmed}, **{"Retry-After": str(RETRY_AFTER_SECONDS)}), None
             coverage = "service"
             body_extra = {"instances": result.live}
-        self._remember(rotation_id, version)
-        return _answer(200, {"version": secret.version, "coverage": coverage, **body_extra})
+        return _answer(200, {"version": secret.version, "coverage": coverage, **body_extra}), (rotation_id, version)
 
-    async def _authenticate(self, headers: Mapping[str, str], body: bytes) -> None:
+    async def _authenticate(self, headers: Mapping[str, str], body: bytes) -> asyncio.Task[None] | None:
+        """Raises when the request is not authenticated; may return a confirmation the answer must await."""
         if "webhook-signature" in headers and (self._key_secret is not None or self._static_key is not None):
-            await self._verify_webhook(headers, body)
-            return
+            return await self._verify_webhook(headers, body)
         if "authorization" in headers and self._bearer is not None:
             await self._bearer.validate(headers["authorization"])
-            return
+            return None
         raise TokenInvalid("no accepted authentication")
 
-    async def _verify_webhook(self, headers: Mapping[str, str], body: bytes) -> None:
+    async def _verify_webhook(self, headers: Mapping[str, str], body: bytes) -> asyncio.Task[None] | None:
         if self._static_key is not None:
             if not _webhook_ok(self._static_key, headers, body):
                 raise TokenInvalid("bad signature")
-            return
+            return None
         assert self._key_secret is not None
+        held = self._secrets.cached(self._key_secret)
+        if held is not None and _webhook_ok(_webhook(held.value), headers, body):
+            # Pings are rare, so the key held is usually past its TTL: reading it again before anything
+            # else would put a second Key Vault read on the path to the new version. The work may start
+            # (it only re-reads), the answer waits for this confirmation (a cache hit while fresh).
+            return asyncio.ensure_future(self._confirm_key(held, headers, body))
         key = await self._secrets.get(self._key_secret)
         if _webhook_ok(_webhook(key.value), headers, body):
-            return
+            return None
         # The signing key may have rotated since we cached it: re-read it, at
         # most once per interval so forged requests cannot hammer Key Vault.
         now = time.monotonic()
@@ -224,12 +254,29 @@ class RefreshEndpoint:
         fresh = await self._secrets.reread_after_failure(self._key_secret, key.version)
         if fresh.version == key.version or not _webhook_ok(_webhook(fresh.value), headers, body):
             raise TokenInvalid("bad signature")
+        return None
+
+    async def _confirm_key(self, held: SecretValue, headers: Mapping[str, str], body: bytes) -> None:
+        """The key that verified the request is still the current one (or the current one verifies it too)."""
+        assert self._key_secret is not None
+        current = await self._secrets.get(self._key_secret)
+        if current.version != held.version and not _webhook_ok(_webhook(current.value), headers, body):
+            raise TokenInvalid("signed with a key that is no longer current")
 
     def _remember(self, rotation_id: str, version: str) -> None:
         self._seen[rotation_id] = version
         self._seen.move_to_end(rotation_id)
         while len(self._seen) > self._dedup_size:
             self._seen.popitem(last=False)
+
+
+def _refused(exc: Exception) -> Answer:
+    """The answer to a request that could not be authenticated (now)."""
+    if isinstance(exc, TokenInvalid):
+        return _answer(401, {"error": "unauthorized"})
+    if isinstance(exc, CallerNotAllowed):
+        return _answer(403, {"error": "forbidden"})
+    return _answer(503, {"error": "cannot authenticate now"}, **{"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _webhook(key: str) -> Webhook | None:

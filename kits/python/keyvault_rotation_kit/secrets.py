@@ -45,6 +45,7 @@ class SecretValue:
     version: str
     value: str = field(repr=False)
     created_on: datetime | None = None
+    read_at: datetime | None = field(default=None, compare=False)  # when this copy was read from Key Vault
 
 
 class AsyncSecretClientLike(Protocol):
@@ -107,6 +108,15 @@ class CachedSecretClient:
             credential = DefaultAzureCredential()
             own.append(credential)
         cache_kwargs = {k: kwargs.pop(k) for k in ("ttl_seconds", "no_cache", "clock") if k in kwargs}
+        verify = kwargs.get("connection_verify")
+        if isinstance(verify, str) and "transport" not in kwargs:
+            # A private CA file: azure-core would build a new SSL context for every request, and aiohttp
+            # keeps connections per context, so each read would open a new TLS connection. One context,
+            # one pool: a re-read is one round trip on a kept-alive connection.
+            from keyvault_rotation_kit._transport import CaFileTransport
+
+            kwargs.pop("connection_verify")
+            kwargs["transport"] = CaFileTransport(verify)
         client = SecretClient(vault_url=vault_url, credential=credential, **kwargs)
         return cls(client, owned=own, **cache_kwargs)
 
@@ -171,8 +181,17 @@ class CachedSecretClient:
 
     def cached_version(self, name: str) -> str | None:
         """The version currently cached for ``name`` (None when nothing is cached)."""
+        held = self.cached(name)
+        return held.version if held is not None else None
+
+    def cached(self, name: str) -> SecretValue | None:
+        """What the cache holds for ``name``, fresh or past its TTL; never reads Key Vault (None if nothing).
+
+        For callers that can act on a possibly stale copy and confirm it with :meth:`get` before relying
+        on it (the refresh endpoint verifies a ping with the signing key it holds while it reads it again).
+        """
         entry = self._cache.get(name.lower())
-        return entry.secret.version if entry is not None else None
+        return entry.secret if entry is not None else None
 
     async def enabled_versions(self, name: str, *, limit: int = 5) -> list[SecretValue]:
         """The current version first, then older versions still enabled and valid, newest first.
@@ -208,7 +227,7 @@ class CachedSecretClient:
             except HttpResponseError:
                 continue  # disabled or deleted since it was listed: not usable anyway
             result.append(SecretValue(name=name, version=item.version, value=secret.value or "",
-                                      created_on=item.created_on))
+                                      created_on=item.created_on, read_at=datetime.now(UTC)))
         return result
 
     async def previous(self, name: str) -> SecretValue | None:
@@ -258,7 +277,7 @@ class CachedSecretClient:
             except Exception as exc:
                 raise SecretUnavailable(f"could not read secret {name!r} ({type(exc).__name__})") from exc
             value = SecretValue(name=name, version=secret.properties.version or "", value=secret.value or "",
-                                created_on=secret.properties.created_on)
+                                created_on=secret.properties.created_on, read_at=datetime.now(UTC))
             if self._generation.get(key, 0) == generation and key not in self._no_cache:
                 self._cache[key] = _Entry(value, self._clock())
             return value

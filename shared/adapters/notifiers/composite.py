@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 from shared.domain.ports import Consumer, ConsumerResult, NotifyResult, Prepared, RotatedNotice
@@ -52,12 +52,16 @@ class ConsumerNotifier:
         return self._pinger.prepare(consumers)
 
     async def notify(
-        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None,
+        *, event_after: Awaitable[None] | None = None,
     ) -> NotifyResult:
-        """Ping all consumers and publish the event concurrently. Never raises for their failures."""
+        """Ping all consumers and publish the event concurrently (the event once ``event_after`` is done).
+
+        Never raises for their failures."""
         if self._publisher is not None:
             results, (published, event_error) = await asyncio.gather(
-                self._pinger.ping_all(notice, consumers, prepared), self._publish(self._publisher, notice)
+                self._pinger.ping_all(notice, consumers, prepared),
+                self._publish(self._publisher, notice, event_after),
             )
             event_published: bool | None = published
         else:
@@ -78,7 +82,10 @@ class ConsumerNotifier:
                 await self._publisher.close()
 
     @staticmethod
-    async def _publish(publisher: Publisher, notice: RotatedNotice) -> tuple[bool, str | None]:
+    async def _publish(publisher: Publisher, notice: RotatedNotice,
+                       after: Awaitable[None] | None = None) -> tuple[bool, str | None]:
+        if after is not None:
+            await after
         try:
             return await publisher.publish(notice)
         except Exception as exc:  # a publisher that breaks its promise still must not fail the rotation

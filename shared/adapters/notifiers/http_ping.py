@@ -39,7 +39,7 @@ import hmac
 import json
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -254,9 +254,10 @@ class HttpPingNotifier:
         return keys
 
     async def notify(
-        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None
+        self, notice: RotatedNotice, consumers: Sequence[Consumer], prepared: Prepared | None = None,
+        *, event_after: Awaitable[None] | None = None,
     ) -> NotifyResult:
-        """The :class:`Notifier` protocol with pings only (no event publishing)."""
+        """The :class:`Notifier` protocol with pings only (no event publishing, so nothing waits)."""
         return NotifyResult(consumers=tuple(await self.ping_all(notice, consumers, prepared)))
 
     async def ping_all(
