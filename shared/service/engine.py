@@ -811,9 +811,12 @@ class RotationEngine:
                                 emergency=revoke_now,
                                 fence=self._write_fence(store, req, lease, version.properties.version))
             self._require_target(policy)
+            # The fence before retirement guards the engine's own writes that follow it (the tag write, the
+            # previous version disabled, a replacement); the rotator's downstream writes are fenced by
+            # itself (``ctx.fence``) when it says so, else by a second fence right before the call.
             if isinstance(rotator, LivenessRotator):
                 # Never retire the last working credential: the value being kept must work first. The login
-                # changes nothing, so it runs alongside a fence; the retirement itself is fenced again below.
+                # changes nothing, so it runs alongside the fence.
                 _, works = await _both(self._fence(store, req, lease, version.properties.version),
                                        rotator.check(ctx, version.value))
                 if not works:
@@ -821,7 +824,9 @@ class RotationEngine:
                     if repaired is not None:
                         repaired.reason += "; retirement postponed to the next invocation"
                         return repaired
-            if not rotator.fences_writes:
+                if not rotator.fences_writes:
+                    await self._fence(store, req, lease, version.properties.version)
+            else:
                 await self._fence(store, req, lease, version.properties.version)
             result_r = await rotator.retire(ctx, previous)
             if not result_r.done:
