@@ -103,7 +103,7 @@ class Container:
             from shared.adapters.keyvault import KeyVaultStore
 
             s = self.settings
-            tls: dict[str, Any] = {"transport": _ca_bundle_transport(s.vault_ca_bundle)} if s.vault_ca_bundle else {}
+            tls: dict[str, Any] = {"transport": ca_bundle_transport(s.vault_ca_bundle)} if s.vault_ca_bundle else {}
             client = SecretClient(
                 s.vault_url(name),  # raises VaultNotAllowed for anything off the list
                 self.credential(),
@@ -260,7 +260,7 @@ def set_container(container: Container | None) -> None:
     _container = container
 
 
-def _ca_bundle_transport(cafile: str) -> Any:
+def ca_bundle_transport(cafile: str) -> Any:
     """azure-core's aiohttp transport trusting ``cafile`` through one SSL context shared by its connections.
 
     Given ``connection_verify=<CA bundle>``, azure-core builds a new SSL context for every request and
