@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from shared.adapters.lease import BlobLocker
     from shared.adapters.notifiers.composite import ConsumerNotifier
     from shared.adapters.telemetry import Telemetry
+    from shared.config.consumers import ConsumerCatalog
     from shared.config.operator_file import OperatorConfig
     from shared.domain.ports import Consumer, Notifier, SecretReader
     from shared.rotators.base import Rotator
@@ -48,6 +49,7 @@ class Container:
         self._notifier: Notifier | None = None
         self._notifier_built = False
         self._engine: RotationEngine | None = None
+        self._catalog: ConsumerCatalog | None = None
 
     @property
     def settings(self) -> Settings:
@@ -166,10 +168,12 @@ class Container:
         s = self.settings
         if not s.consumers and not tag_value:
             return ()
-        from shared.config.consumers import parse_consumers
+        if self._catalog is None:  # settings are frozen: parsed once, not on every rotation's pings
+            from shared.config.consumers import parse_consumers
 
-        catalog = parse_consumers(s.consumers, allowed_vaults=s.allowed_vaults, default_vault=s.default_vault)
-        return catalog.resolve(secret_name, tag_value)
+            self._catalog = parse_consumers(s.consumers, allowed_vaults=s.allowed_vaults,
+                                            default_vault=s.default_vault)
+        return self._catalog.resolve(secret_name, tag_value)
 
     @property
     def engine(self) -> RotationEngine:
