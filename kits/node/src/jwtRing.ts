@@ -6,13 +6,16 @@
  * - `format: "jwks"`: a JSON Web Key Set whose first key signs; verification
  *   picks the key by `kid` across the enabled versions' sets.
  *
+ * EdDSA keys (the rotator's `alg: EdDSA`) are refused when the ring loads: the
+ * `jsonwebtoken` library underneath has no EdDSA (the Python kit has).
+ *
  * A token no known key verifies triggers one rate-limited reload (another
  * replica may already sign with a newer key). `publicJwks()` is built from
  * each key's public KeyObject, so no private member can be exported.
  */
 import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject, type JsonWebKey } from "node:crypto";
 import jwt from "jsonwebtoken";
-import { TokenInvalid } from "./errors";
+import { KitError, TokenInvalid } from "./errors";
 import type { CachedSecretClient } from "./secrets";
 
 interface RingKey {
@@ -147,6 +150,13 @@ export class JwtKeyRing {
       }
       for (const item of Array.isArray(set.keys) ? set.keys : []) {
         const jwk = item as JsonWebKey & { kid?: string; alg?: string };
+        if (jwk.alg === "EdDSA" || jwk.kty === "OKP") {
+          // jsonwebtoken signs and verifies RS/ES/PS/HS only: say so at load, not as every token refused.
+          throw new KitError(
+            `key ${jwk.kid ?? "(no kid)"} of ${this.secretName} is EdDSA, which this kit does not support; ` +
+              "rotate the secret with alg RS256 or ES256 for services using the Node kit",
+          );
+        }
         const privateKey = createPrivateKey({ key: jwk, format: "jwk" });
         keys.push({
           kid: jwk.kid,

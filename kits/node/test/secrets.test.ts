@@ -109,6 +109,19 @@ function privateJwk(kid: string, kind: "rsa" | "ec"): Record<string, unknown> {
   return { ...privateKey.export({ format: "jwk" }), kid, alg: kind === "rsa" ? "RS256" : "ES256", use: "sig" };
 }
 
+test("a JWKS ring refuses an EdDSA key when it loads, naming the key, instead of refusing every token", async () => {
+  const name = unique("jwks-eddsa");
+  const { privateKey } = generateKeyPairSync("ed25519");
+  await put(name, JSON.stringify({ keys: [{ ...privateKey.export({ format: "jwk" }), kid: "ed1", alg: "EdDSA" }] }));
+  const ring = new JwtKeyRing(cachedClient(), name, { format: "jwks" });
+  await assert.rejects(ring.reload(), (err: Error) => {
+    assert.equal(err.name, "KitError");
+    assert.match(err.message, /key ed1 of .* is EdDSA, which this kit does not support/);
+    assert.ok(!err.message.includes(String(privateKey.export({ format: "jwk" }).d)), "no key material in the error");
+    return true;
+  });
+});
+
 test("JWKS ring picks keys by kid and exports only public members", async () => {
   const name = unique("jwks");
   const first = privateJwk("k1", "rsa");
