@@ -74,9 +74,11 @@ SECRETS = ["jwt-signing-key", "database-connection-string", "redis-password", "s
 CACHE_SECONDS = 3  # the replicas' cache TTL = the catalog's maxCacheSeconds
 JWT_OVERLAP_SECONDS = 8  # tokens live 6 s: shorter than the overlap the rotator keeps the old key for
 TOKEN_LIFETIME_SECONDS = 6
-WORKERS_PER_SERVICE = 3
-POLL_SECONDS = 0.025  # how often the watchers ask the replicas which version they use
-COMMIT_POLL_SECONDS = 0.01  # how often they ask the vault for new versions
+CONCURRENT = os.environ.get("E2E_CONCURRENT") == "1"  # rotate the four secrets at once instead of in turn
+RATE_PER_SERVICE = float(os.environ.get("E2E_RATE", "40"))  # requests per second to each service
+QUIET_SECONDS = 3.0  # windows of load without rotations, before and after them
+POLL_SECONDS = 0.2  # how often the watchers ask the replicas which version they use (they say when they read it)
+COMMIT_POLL_SECONDS = 0.05  # how often they ask the vault for new versions (it says when it made them)
 
 
 class Nginx:
@@ -184,7 +186,7 @@ class LoadProcess:
 
     def __init__(self, emulator: RemoteEmulator, targets: dict[str, str]) -> None:
         config = {"kv_url": emulator.url, "ca_path": emulator.ca_path, "targets": targets,
-                  "workers": WORKERS_PER_SERVICE, "token_lifetime": TOKEN_LIFETIME_SECONDS}
+                  "rate": RATE_PER_SERVICE, "token_lifetime": TOKEN_LIFETIME_SECONDS}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "kits/python")])}
         self.log = Path(tempfile.mkstemp(prefix="e2e-load-", suffix=".log")[1])
         with self.log.open("w") as err:
@@ -244,6 +246,50 @@ async def detect_commits(emulator: RemoteEmulator, commits: dict[str, asyncio.Qu
                 commits[name].put_nowait((version, await asyncio.to_thread(emulator.last_put_started, name)))
 
 
+PER_REPLICA: dict[int, list[float]] = {}
+PER_SECRET: dict[str, list[float]] = {}
+
+
+def replicas_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (``/proc/<pid>/stat``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the file)
+    return total / ticks
+
+
+async def replicas_cpu_rate(pids: list[int], seconds: float) -> float:
+    """CPU seconds per second the processes use over the next ``seconds``."""
+    before, started = replicas_cpu_seconds(pids), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (replicas_cpu_seconds(pids) - before) / (time.monotonic() - started)
+
+
+class CpuBusy:
+    """How busy the machine's CPUs were from construction to :meth:`percent` (``/proc/stat``)."""
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+        self._end: tuple[int, int] | None = None
+
+    @staticmethod
+    def _sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def stop(self) -> None:
+        self._end = self._end or self._sample()
+
+    def percent(self) -> float:
+        self.stop()
+        assert self._end is not None
+        busy, total = self._end[0] - self._start[0], self._end[1] - self._start[1]
+        return 100.0 * busy / total if total else float("nan")
+
+
 async def watch_convergence(http: aiohttp.ClientSession, replicas: list[str], name: str,
                             commits: asyncio.Queue[tuple[str, float]], samples: list[float], first: list[float],
                             polled: list[float], stop: asyncio.Event) -> None:
@@ -260,8 +306,11 @@ async def watch_convergence(http: aiohttp.ClientSession, replicas: list[str], na
                     switched[i] = read_at if read_at is not None else time.time()
             if len(switched) == len(replicas):
                 samples.append((max(switched.values()) - committed) * 1000)
+                PER_SECRET.setdefault(name, []).append(samples[-1])
                 first.append((min(switched.values()) - committed) * 1000)
                 polled.append((time.time() - committed) * 1000)
+                for i, at in switched.items():
+                    PER_REPLICA.setdefault(i, []).append((at - committed) * 1000)
                 break
             # The replicas say when they switched, so polling often would only add load while they do.
             await asyncio.sleep(POLL_SECONDS)
@@ -357,6 +406,10 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
         load = LoadProcess(emulator, {"backend": nginx.url("backend"), "bridge": nginx.url("bridge")})
         nginx_cleanup.append(load)
         await asyncio.sleep(2)  # steady state before the first rotation
+        # The replicas' CPU under the load alone (before the rotations and after them), to tell what a
+        # rotation adds to it.
+        pids = [r.proc.pid for r in backends + bridges]
+        load_cpu_rates = [await replicas_cpu_rate(pids, QUIET_SECONDS)]
         stop_watch = asyncio.Event()
         convergence: list[float] = []
         first_replica: list[float] = []
@@ -372,22 +425,36 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
             sample_reference(http, nginx.url("backend"), reader, ping_ms, read_ms, stop_watch)))
         rotations = 0
 
-        async def rotate(name: str) -> None:
+        async def rotate(name: str, i: int) -> None:
             nonlocal rotations
-            for i in range(ROUNDS):
-                outcome = await container.engine.run(RotationRequest(VAULT, name, Trigger.HTTP, reason=f"e2e {i}"))
-                assert outcome.status == "rotated", (name, outcome.reason)
-                rotations += 1
-                while True:
-                    done = await container.engine.complete_pending(VAULT, name)
-                    if done.state == "retired":
-                        break
-                    await asyncio.sleep(0.25)
+            outcome = await container.engine.run(RotationRequest(VAULT, name, Trigger.HTTP, reason=f"e2e {i}"))
+            assert outcome.status == "rotated", (name, outcome.reason)
+            rotations += 1
+            while True:
+                done = await container.engine.complete_pending(VAULT, name)
+                if done.state == "retired":
+                    break
+                await asyncio.sleep(0.25)
 
+        async def rounds(names: list[str]) -> None:
+            for i in range(ROUNDS):
+                for name in names:
+                    await rotate(name, i)
+
+        busy = CpuBusy()
+        rotations_cpu, rotations_at = replicas_cpu_seconds(pids), time.monotonic()
         try:
-            await asyncio.gather(*(rotate(name) for name in SECRETS))
-            await asyncio.sleep(1)  # requests in flight at the last retirement
+            if CONCURRENT:  # all four secrets at once, each through its rounds
+                await asyncio.gather(*(rounds([name]) for name in SECRETS))
+            else:  # one rotation after another, round-robin, as their schedules make them in production
+                await rounds(SECRETS)
+            rotations_cpu = replicas_cpu_seconds(pids) - rotations_cpu
+            rotations_time = time.monotonic() - rotations_at
+            busy.stop()
+            load_cpu_rates.append(await replicas_cpu_rate(pids, QUIET_SECONDS))  # also: requests in flight end
+            rotations_cpu -= statistics.mean(load_cpu_rates) * rotations_time
         finally:
+            busy.stop()
             stop_watch.set()
             await asyncio.gather(*watchers, return_exceptions=True)
             await container.aclose()
@@ -404,6 +471,16 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
           f"ms max {pmax:.0f} ms ({met}); first replica p50 "
           f"{statistics.median(first_replica) if first_replica else float('nan'):.0f} ms; seen by polling p50 "
           f"{statistics.median(polled) if polled else float('nan'):.0f} ms")
+    print(f"[{mode}] load {RATE_PER_SERVICE:.0f} requests/s to each service (open loop); rotations "
+          f"{'concurrent' if CONCURRENT else 'one after another'}; both cores {busy.percent():.0f}% busy meanwhile; "
+          f"the six replicas' CPU per rotation beyond the load's: "
+          f"{rotations_cpu / max(rotations, 1) * 1000:.0f} ms")
+    print(f"[{mode}] per replica p50 (backends, then bridges): "
+          + ", ".join(f"{statistics.median(PER_REPLICA[i]):.0f}" for i in sorted(PER_REPLICA)) + " ms")
+    PER_REPLICA.clear()
+    print(f"[{mode}] convergence by secret: " + ", ".join(
+        f"{name} {' / '.join(f'{v:.0f}' for v in PER_SECRET.get(name, []))}" for name in SECRETS) + " ms")
+    PER_SECRET.clear()
     print(f"e2e-consumers ({mode}): {load.total} requests, {len(load.failures)} failed, {rotations} rotations, "
           f"{REPLICAS} replicas per service, convergence p50 {p50:.0f} ms p max {pmax:.0f} ms")
     assert rotations == ROUNDS * len(SECRETS)

@@ -185,11 +185,29 @@ export class SelfHealingRedis {
 
   private build(value: string): Redis {
     if (this.options.factory) return this.options.factory(value);
-    if (/^rediss?:\/\//.test(value)) return createClient({ url: value, socket: { reconnectStrategy: false } });
+    // The credentials go through a provider, never into the options: node-redis builds a client class
+    // (hundreds of command methods, tens of milliseconds of CPU) per distinct options, compared as JSON,
+    // so a password (or a URL holding one) in them would rebuild it on every rotation, on every replica,
+    // at the moment they all refresh.
+    if (/^rediss?:\/\//.test(value)) {
+      const url = new URL(value);
+      const username = url.username ? decodeURIComponent(url.username) : undefined;
+      const password = url.password ? decodeURIComponent(url.password) : undefined;
+      url.username = "";
+      url.password = "";
+      return createClient({
+        url: url.toString(),
+        credentialsProvider: credentials(username, password),
+        socket: { reconnectStrategy: false },
+      });
+    }
     return createClient({
-      username: this.options.username,
-      password: value,
+      credentialsProvider: credentials(this.options.username, value),
       socket: { ...(this.options.socket ?? { host: "127.0.0.1", port: 6379 }), reconnectStrategy: false },
     });
   }
+}
+
+function credentials(username: string | undefined, password: string | undefined) {
+  return { type: "async-credentials-provider" as const, credentials: async () => ({ username, password }) };
 }

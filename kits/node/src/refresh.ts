@@ -121,11 +121,12 @@ export class RefreshEndpoint {
       await this.options.onRefreshed?.(fresh);
       return fresh;
     };
-    // With a fan-out, the siblings refresh while this instance does: one refresh's time, not two.
-    const [local, remote] = await Promise.allSettled([
-      reread(),
-      this.options.fanout ? this.options.fanout.broadcast(name, version, rotationId) : Promise.resolve(undefined),
-    ]);
+    // With a fan-out, the siblings refresh while this instance does: one refresh's time, not two. The
+    // broadcast is started first, so the notice is on its way before this instance's read begins.
+    const broadcasting = this.options.fanout
+      ? this.options.fanout.broadcast(name, version, rotationId)
+      : Promise.resolve(undefined);
+    const [remote, local] = await Promise.allSettled([broadcasting, reread()]);
     if (local.status === "rejected") return [answer(503, { error: "could not re-read the secret" }, retry), undefined];
     const secret = local.value;
     if (secret.version !== version && secret.version === previousVersion) {

@@ -21,6 +21,9 @@ async function admin<T>(work: (c: pg.Client) => Promise<T>): Promise<T> {
 
 const password = () => randomBytes(18).toString("base64url");
 
+/** The class node-redis built for a client (each client is a proxy over an instance of it). */
+const clientClass = (client: unknown) => Object.getPrototypeOf(Object.getPrototypeOf(client)).constructor;
+
 test("node-postgres connection heals once after the cached password was retired", async () => {
   const role = `kitnode_${randomBytes(4).toString("hex")}`;
   const [oldPw, newPw] = [password(), password()];
@@ -65,12 +68,29 @@ test("node-redis client heals once after the cached password was retired", async
     socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
   });
   try {
-    assert.equal(await healing.run((r) => r.ping()), "PONG");
+    let first: unknown;
+    assert.equal(await healing.run(async (r) => { first = r; return r.ping(); }), "PONG");
     await put(name, newPw);
     await adminClient.sendCommand(["ACL", "SETUSER", user, "resetpass", `>${newPw}`]);
     await adminClient.sendCommand(["CLIENT", "KILL", "USER", user]); // new connections must authenticate
-    assert.equal(await healing.run((r) => r.set("kit-node-key", "1")), "OK");
+    let second: unknown;
+    assert.equal(await healing.run(async (r) => { second = r; return r.set("kit-node-key", "1"); }), "OK");
     assert.equal(healing.heals, 1);
+    // node-redis builds a client class per distinct options (compared as JSON): the password is not in
+    // them, so the rebuilt client reuses the class instead of spending milliseconds of CPU on a new one.
+    assert.equal(clientClass(second), clientClass(first));
+    // The same for a secret holding a redis:// URL (what the rotator writes for a named user).
+    const url = (pw: string) =>
+      `redis://${user}:${encodeURIComponent(pw)}@${env("REDIS_HOST")}:${env("REDIS_PORT")}/0`;
+    const classes: unknown[] = [];
+    for (const pw of [newPw, password()]) {
+      await adminClient.sendCommand(["ACL", "SETUSER", user, "resetpass", `>${pw}`]);
+      await put(name, url(pw));
+      secrets.invalidate(name);
+      await healing.refresh();
+      assert.equal(await healing.run(async (r) => { classes.push(clientClass(r)); return r.ping(); }), "PONG");
+    }
+    assert.equal(classes[1], classes[0]);
   } finally {
     await healing.close();
     await adminClient.sendCommand(["ACL", "DELUSER", user]);

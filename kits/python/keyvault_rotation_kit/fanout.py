@@ -94,9 +94,16 @@ class RedisFanout:
         try:
             message = json.dumps({"secretName": secret_name, "version": version, "rotationId": rotation_id,
                                   "origin": self.instance_id, "reply": self._replies, "id": broadcast_id})
-            # Published first: the siblings re-read while the live instances are looked up.
-            _, live = await asyncio.gather(self._redis.run(lambda r: r.publish(self._channel, message)),
-                                           self._live_instances())
+            # Published first (inline: no task to schedule before the command is written), and the live
+            # instances looked up while the siblings re-read.
+            publishing = self._redis.run(lambda r: r.publish(self._channel, message))
+            looking_up = asyncio.ensure_future(self._live_instances())
+            try:
+                await publishing
+            except BaseException:
+                looking_up.cancel()
+                raise
+            live = await looking_up
             live.add(self.instance_id)
             waiting.confirmed.add(self.instance_id)
             loop = asyncio.get_running_loop()

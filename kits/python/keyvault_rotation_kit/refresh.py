@@ -183,12 +183,20 @@ class RefreshEndpoint:
                 await self._on_refreshed(secret)
             return secret
 
-        # With a fan-out, the siblings refresh while this instance does: the
-        # answer then costs one refresh, not two in a row.
-        outcomes = await asyncio.gather(
-            reread(), *([self._fanout.broadcast(name, version, rotation_id)] if self._fanout else []),
-            return_exceptions=True,
-        )
+        # With a fan-out, the siblings refresh while this instance does: the answer then costs one
+        # refresh, not two in a row. The broadcast runs first, up to its publish, so the notice is on its
+        # way before this instance's read starts (the SDK does milliseconds of work before it sends).
+        broadcasting = asyncio.ensure_future(self._fanout.broadcast(name, version, rotation_id)) \
+            if self._fanout is not None else None
+        try:
+            if broadcasting is not None:
+                await asyncio.sleep(0)
+            outcomes = await asyncio.gather(reread(), *([broadcasting] if broadcasting is not None else []),
+                                            return_exceptions=True)
+        except BaseException:
+            if broadcasting is not None:
+                broadcasting.cancel()
+            raise
         local = outcomes[0]
         if isinstance(local, BaseException):
             if not isinstance(local, Exception):
