@@ -76,7 +76,7 @@ JWT_OVERLAP_SECONDS = 8  # tokens live 6 s: shorter than the overlap the rotator
 TOKEN_LIFETIME_SECONDS = 6
 CONCURRENT = os.environ.get("E2E_CONCURRENT") == "1"  # rotate the four secrets at once instead of in turn
 RATE_PER_SERVICE = float(os.environ.get("E2E_RATE", "40"))  # requests per second to each service
-QUIET_SECONDS = 3.0  # windows of load without rotations, before and after them
+CALIBRATION_NOTICES = 50  # fan-out notices sent to the idle replicas to measure what a refresh costs
 POLL_SECONDS = 0.2  # how often the watchers ask the replicas which version they use (they say when they read it)
 COMMIT_POLL_SECONDS = 0.05  # how often they ask the vault for new versions (it says when it made them)
 
@@ -250,21 +250,49 @@ PER_REPLICA: dict[int, list[float]] = {}
 PER_SECRET: dict[str, list[float]] = {}
 
 
-def replicas_cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes have used so far (``/proc/<pid>/stat``)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the file)
-    return total / ticks
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-async def replicas_cpu_rate(pids: list[int], seconds: float) -> float:
-    """CPU seconds per second the processes use over the next ``seconds``."""
-    before, started = replicas_cpu_seconds(pids), time.monotonic()
-    await asyncio.sleep(seconds)
-    return (replicas_cpu_seconds(pids) - before) / (time.monotonic() - started)
+async def refresh_cost(redis_url: str, services: dict[str, list[Replica]], notices: int) -> dict[str, Any]:
+    """What one sibling refresh costs a replica, measured on idle replicas (after the load stopped).
+
+    Publishes ``notices`` notices on each service's fan-out channel, as an acknowledging instance does,
+    one at a time, each answered by every replica of the service after its Key Vault read; counts the
+    replicas' CPU (``/proc``) and the time from the publish to the last answer."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    result: dict[str, Any] = {}
+    try:
+        for service, replicas in services.items():
+            channel = f"kv-rotation:{service}:refresh"
+            reply = f"{channel}:reply:calibration"
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(reply)
+                await pubsub.get_message(timeout=1)  # the subscription's confirmation
+                before = [cpu_seconds(r.proc.pid) for r in replicas]
+                rounds: list[float] = []
+                for i in range(notices):
+                    notice = json.dumps({"secretName": "session-encryption-key", "version": f"calibration-{i}",
+                                         "rotationId": f"calibration-{i}", "origin": "calibration",
+                                         "reply": reply, "id": f"calibration-{i}"})
+                    started = time.monotonic()
+                    await client.publish(channel, notice)
+                    answered = 0
+                    while answered < len(replicas):
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                        if message is None:
+                            raise AssertionError(f"{service}: a replica did not answer a fan-out notice")
+                        answered += 1
+                    rounds.append((time.monotonic() - started) * 1000)
+                used = [cpu_seconds(r.proc.pid) - b for r, b in zip(replicas, before, strict=True)]
+            result[service] = {"cpu_ms": statistics.mean(used) / notices * 1000, "round_ms": statistics.median(rounds)}
+    finally:
+        await client.aclose()
+    return result
 
 
 class CpuBusy:
@@ -406,10 +434,6 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
         load = LoadProcess(emulator, {"backend": nginx.url("backend"), "bridge": nginx.url("bridge")})
         nginx_cleanup.append(load)
         await asyncio.sleep(2)  # steady state before the first rotation
-        # The replicas' CPU under the load alone (before the rotations and after them), to tell what a
-        # rotation adds to it.
-        pids = [r.proc.pid for r in backends + bridges]
-        load_cpu_rates = [await replicas_cpu_rate(pids, QUIET_SECONDS)]
         stop_watch = asyncio.Event()
         convergence: list[float] = []
         first_replica: list[float] = []
@@ -442,23 +466,21 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
                     await rotate(name, i)
 
         busy = CpuBusy()
-        rotations_cpu, rotations_at = replicas_cpu_seconds(pids), time.monotonic()
         try:
             if CONCURRENT:  # all four secrets at once, each through its rounds
                 await asyncio.gather(*(rounds([name]) for name in SECRETS))
             else:  # one rotation after another, round-robin, as their schedules make them in production
                 await rounds(SECRETS)
-            rotations_cpu = replicas_cpu_seconds(pids) - rotations_cpu
-            rotations_time = time.monotonic() - rotations_at
             busy.stop()
-            load_cpu_rates.append(await replicas_cpu_rate(pids, QUIET_SECONDS))  # also: requests in flight end
-            rotations_cpu -= statistics.mean(load_cpu_rates) * rotations_time
+            await asyncio.sleep(1)  # requests in flight at the last retirement
         finally:
             busy.stop()
             stop_watch.set()
             await asyncio.gather(*watchers, return_exceptions=True)
             await container.aclose()
             await load.finish()
+    cost = (await refresh_cost(f"redis://fanout:{channel_password}@{redis.host}:{redis.port}/0",
+                               {"backend": backends, "bridge": bridges}, CALIBRATION_NOTICES) if fanout else {})
 
     ordered = sorted(convergence)
     p50 = statistics.median(ordered) if ordered else float("nan")
@@ -472,9 +494,10 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
           f"{statistics.median(first_replica) if first_replica else float('nan'):.0f} ms; seen by polling p50 "
           f"{statistics.median(polled) if polled else float('nan'):.0f} ms")
     print(f"[{mode}] load {RATE_PER_SERVICE:.0f} requests/s to each service (open loop); rotations "
-          f"{'concurrent' if CONCURRENT else 'one after another'}; both cores {busy.percent():.0f}% busy meanwhile; "
-          f"the six replicas' CPU per rotation beyond the load's: "
-          f"{rotations_cpu / max(rotations, 1) * 1000:.0f} ms")
+          f"{'concurrent' if CONCURRENT else 'one after another'}; both cores {busy.percent():.0f}% busy meanwhile")
+    for service, figures in cost.items():
+        print(f"[{mode}] idle {service} replicas, one fan-out notice: {figures['cpu_ms']:.1f} ms of CPU each "
+              f"(notice, Key Vault read, answer), all {REPLICAS} answered in {figures['round_ms']:.1f} ms p50")
     print(f"[{mode}] per replica p50 (backends, then bridges): "
           + ", ".join(f"{statistics.median(PER_REPLICA[i]):.0f}" for i in sorted(PER_REPLICA)) + " ms")
     PER_REPLICA.clear()

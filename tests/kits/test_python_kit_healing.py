@@ -107,3 +107,58 @@ async def test_redis_client_heals_once_after_the_cached_password_was_retired(
         await healing.aclose()
         redis_command(admin, "ACL", "DELUSER", user)
         admin.close()
+
+
+async def test_redis_client_follows_the_cache_to_a_new_version_without_a_ping_or_a_failure(
+    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_server: RedisServer
+) -> None:
+    """An instance that missed a ping: once its cache re-reads, its next command runs on a client
+    built from the new value (not on connections authenticated with the retired one)."""
+    user = f"kit-{uuid.uuid4().hex[:8]}"
+    old, new = password(), password()
+    admin = redis_server.client()
+    redis_command(admin, "ACL", "SETUSER", user, "on", f">{old}", "~*", "+@all")
+    emulator.put("redis-password", old)
+    healing = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
+                               username=user)
+    try:
+        assert await healing.run(lambda r: r.ping())
+        first = await healing.client()
+        emulator.put("redis-password", new)
+        redis_command(admin, "ACL", "SETUSER", user, f">{new}")  # both valid: the rotation's overlap
+        client.invalidate("redis-password")  # what the cache's TTL does
+        assert await healing.run(lambda r: r.ping())
+        assert await healing.client() is not first and healing.heals == 0
+        redis_command(admin, "ACL", "SETUSER", user, f"<{old}")  # the old one retired
+        redis_command(admin, "CLIENT", "KILL", "USER", user)
+        assert await healing.run(lambda r: r.set("kit-key", "1"))
+        assert healing.heals == 0  # already on the new value: nothing to heal
+    finally:
+        await healing.aclose()
+        redis_command(admin, "ACL", "DELUSER", user)
+        admin.close()
+
+
+async def test_redis_client_keeps_working_when_key_vault_cannot_be_read(
+    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_server: RedisServer
+) -> None:
+    """Following the cache never makes Key Vault a dependency of every command: an expired entry that
+    cannot be re-read leaves the working client in use."""
+    user = f"kit-{uuid.uuid4().hex[:8]}"
+    value = password()
+    admin = redis_server.client()
+    redis_command(admin, "ACL", "SETUSER", user, "on", f">{value}", "~*", "+@all")
+    emulator.put("redis-password", value)
+    healing = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
+                               username=user)
+    try:
+        assert await healing.run(lambda r: r.ping())
+        emulator.faults.add(503, times=10, path_regex=r"^/secrets/redis-password")
+        client.invalidate("redis-password")
+        assert await healing.run(lambda r: r.set("kit-key", "1"))
+        assert healing.heals == 0
+    finally:
+        emulator.faults.clear()
+        await healing.aclose()
+        redis_command(admin, "ACL", "DELUSER", user)
+        admin.close()

@@ -6,6 +6,7 @@
 import pg from "pg";
 import { createClient } from "redis";
 import type { CachedSecretClient, SecretValue } from "./secrets";
+import { SecretUnavailable } from "./errors";
 
 /** PostgreSQL: invalid_password, invalid_authorization_specification. */
 const PG_AUTH_CODES = new Set(["28P01", "28000"]);
@@ -104,6 +105,7 @@ export class SelfHealingRedis {
   version: string | undefined;
   private lastTried: string | undefined;
   private next: SecretValue | undefined;
+  private swapping: { version: string; done: Promise<void> } | undefined;
   heals = 0;
 
   constructor(
@@ -153,10 +155,27 @@ export class SelfHealingRedis {
   }
 
   private async ensure(): Promise<Redis> {
-    if (!this.client?.isReady) {
-      const secret = this.next ?? (await this.secrets.get(this.secretName));
-      this.next = undefined;
-      await this.swap(secret);
+    let secret: SecretValue;
+    try {
+      secret = this.next ?? (await this.secrets.get(this.secretName));
+    } catch (err) {
+      if (this.client?.isReady && err instanceof SecretUnavailable) return this.client; // the one we have works
+      throw err;
+    }
+    this.next = undefined;
+    // Rebuilt when it is gone, and when the cache has moved on (its TTL re-read found a new version): an
+    // instance that missed a ping uses the new value once its cache expires, not only after its
+    // connections break. Concurrent callers share one rebuild.
+    if (!this.client?.isReady || secret.version !== this.version) {
+      let swapping = this.swapping;
+      if (swapping?.version !== secret.version) {
+        const done: Promise<void> = this.swap(secret).finally(() => {
+          if (this.swapping?.done === done) this.swapping = undefined;
+        });
+        swapping = { version: secret.version, done };
+        this.swapping = swapping;
+      }
+      await swapping!.done;
     }
     return this.client!;
   }

@@ -97,3 +97,42 @@ test("node-redis client heals once after the cached password was retired", async
     await adminClient.quit();
   }
 });
+
+test("node-redis client follows the cache to a new version without a ping or a failure", async () => {
+  // An instance that missed a ping: once its cache re-reads, its next command runs on a client built from
+  // the new value (not on connections authenticated with the retired one).
+  const adminClient = createClient({
+    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+    username: env("REDIS_ADMIN_USER"),
+    password: env("REDIS_ADMIN_PASSWORD"),
+  });
+  await adminClient.connect();
+  const user = `kitnode-${randomBytes(4).toString("hex")}`;
+  const [oldPw, newPw] = [password(), password()];
+  await adminClient.sendCommand(["ACL", "SETUSER", user, "on", `>${oldPw}`, "~*", "+@all"]);
+  const name = unique("redis-password");
+  await put(name, oldPw);
+  const secrets = cachedClient();
+  const healing = new SelfHealingRedis(secrets, name, {
+    username: user,
+    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+  });
+  try {
+    let first: unknown;
+    assert.equal(await healing.run(async (r) => { first = r; return r.ping(); }), "PONG");
+    await put(name, newPw);
+    await adminClient.sendCommand(["ACL", "SETUSER", user, `>${newPw}`]); // both valid: the overlap
+    secrets.invalidate(name); // what the cache's TTL does
+    const seen = await Promise.all(Array.from({ length: 5 }, () => healing.run(async (r) => r)));
+    assert.notEqual(seen[0], first);
+    assert.ok(seen.every((c) => c === seen[0]), "concurrent commands share one rebuilt client");
+    await adminClient.sendCommand(["ACL", "SETUSER", user, `<${oldPw}`]); // the old one retired
+    await adminClient.sendCommand(["CLIENT", "KILL", "USER", user]);
+    assert.equal(await healing.run((r) => r.set("kit-node-key", "2")), "OK");
+    assert.equal(healing.heals, 0, "already on the new value: nothing to heal");
+  } finally {
+    await healing.close();
+    await adminClient.sendCommand(["ACL", "DELUSER", user]);
+    await adminClient.quit();
+  }
+});

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from keyvault_rotation_kit.errors import SecretUnavailable
 from keyvault_rotation_kit.secrets import CachedSecretClient, SecretValue
 
 T = TypeVar("T")
@@ -91,10 +92,17 @@ class SelfHealingRedis:
         self.heals = 0
 
     async def client(self) -> Any:
-        """The current client (built from the cached secret on first use)."""
-        if self._client is None:
+        """The client for the version the cache holds now: built on first use, rebuilt when the cache
+        moves on (its TTL re-read found a new version), so an instance that missed a ping uses the new
+        value once its cache expires, not only after its connections break."""
+        try:
             secret = await self._secrets.get(self._name)
-            await self._swap(secret)
+        except SecretUnavailable:
+            if self._client is None:
+                raise
+            return self._client  # Key Vault unreachable: the client we have still works
+        if self._client is None or secret.version != self._version:
+            await self._swap(secret)  # checked and swapped without a suspension in between: one rebuild
         return self._client
 
     async def run(self, work: Callable[[Any], Awaitable[T]]) -> T:
