@@ -144,6 +144,25 @@ async def test_previous_is_the_newest_older_version_still_enabled(
     assert [v.value for v in await client.enabled_versions("k")] == ["v2", "ancient"]
 
 
+async def test_a_version_is_read_once_the_listing_after_a_rotation_reads_no_value_already_held(
+    emulator: KeyVaultEmulator, client: CachedSecretClient
+) -> None:
+    """A version's value never changes: the previous key, read when it was current, is not read again
+    when the ring reloads after a rotation (one listing, no value read), and what is retired is dropped."""
+    v1 = emulator.put("k", "v1")["version"]
+    await client.get("k")
+    emulator.put("k", "v2")
+    await client.refresh("k")
+    before = emulator.count("GET", "secret_version")
+    assert [v.value for v in await client.enabled_versions("k")] == ["v2", "v1"]
+    assert emulator.count("GET", "secret_version") == before
+    emulator.update("k", v1, enabled=False)  # retired
+    assert [v.value for v in await client.enabled_versions("k")] == ["v2"]
+    emulator.update("k", v1, enabled=True)  # (a retired value is not kept: enabling it again reads it)
+    assert [v.value for v in await client.enabled_versions("k")] == ["v2", "v1"]
+    assert emulator.count("GET", "secret_version") == before + 1
+
+
 # ------------------------------------------------------------------ JWT ring
 
 

@@ -54,6 +54,12 @@ export class CachedSecretClient {
   private readonly cache = new Map<string, Entry>();
   private readonly generation = new Map<string, number>();
   private readonly inflight = new Map<string, { gen: number; promise: Promise<SecretValue> }>();
+  // Values by version: a version's value never changes, so one read is enough (a JWT ring reloading after a
+  // rotation finds the previous key here instead of reading it again). Holds per secret the current version,
+  // the one current before it and what the last listing found enabled; what is retired is dropped at the
+  // next listing or the next change of current version.
+  private readonly versions = new Map<string, Map<string, SecretValue>>();
+  private readonly current = new Map<string, string>();
   /** Key Vault reads made (observability and tests). */
   reads = 0;
 
@@ -118,6 +124,8 @@ export class CachedSecretClient {
   clearCache(): void {
     for (const key of new Set([...this.cache.keys(), ...this.inflight.keys()])) this.bump(key);
     this.cache.clear();
+    this.versions.clear();
+    this.current.clear();
   }
 
   cachedVersion(name: string): string | undefined {
@@ -151,10 +159,22 @@ export class CachedSecretClient {
     // Newest first; versions created within the same second: the listing's order reversed.
     older.sort((a, b) => (b.createdOn?.getTime() ?? 0) - (a.createdOn?.getTime() ?? 0) || b.index - a.index);
     const out = [current];
-    for (const item of older.slice(0, Math.max(0, limit - 1))) {
+    const key = name.toLowerCase();
+    const wanted = older.slice(0, Math.max(0, limit - 1));
+    const held = this.versions.get(key);
+    const kept = new Set([current.version, ...wanted.map((item) => item.version)]);
+    for (const version of held?.keys() ?? []) if (!kept.has(version)) held!.delete(version); // retired: dropped
+    for (const item of wanted) {
+      const known = held?.get(item.version);
+      if (known) {
+        out.push(known); // read before (when it was current): a version never changes
+        continue;
+      }
       try {
         const s = await this.client.getSecret(name, { version: item.version });
-        out.push(secretValue(name, item.version, s.value ?? "", item.createdOn, new Date()));
+        const value = secretValue(name, item.version, s.value ?? "", item.createdOn, new Date());
+        if (!this.noCache.has(key)) this.versionsOf(key).set(item.version, value);
+        out.push(value);
       } catch {
         // disabled or deleted since it was listed: not usable anyway
       }
@@ -165,6 +185,24 @@ export class CachedSecretClient {
   /** The newest still-enabled version older than the current one. */
   async previous(name: string): Promise<SecretValue | undefined> {
     return (await this.enabledVersions(name, 2))[1];
+  }
+
+  private versionsOf(key: string): Map<string, SecretValue> {
+    let held = this.versions.get(key);
+    if (!held) this.versions.set(key, (held = new Map()));
+    return held;
+  }
+
+  /** Keep the value of a version read as current; of the others, only the one current before it. */
+  private rememberCurrent(key: string, value: SecretValue): void {
+    if (this.noCache.has(key) || !value.version) return;
+    const held = this.versionsOf(key);
+    const before = this.current.get(key);
+    if (before !== value.version) {
+      for (const version of held.keys()) if (version !== value.version && version !== before) held.delete(version);
+      this.current.set(key, value.version);
+    }
+    held.set(value.version, value);
   }
 
   private bump(key: string): void {
@@ -196,6 +234,7 @@ export class CachedSecretClient {
       if ((this.generation.get(key) ?? 0) === gen && !this.noCache.has(key)) {
         this.cache.set(key, { secret: value, fetchedAt: this.now() });
       }
+      this.rememberCurrent(key, value);
       return value;
     } finally {
       if (this.inflight.get(key)?.gen === gen) this.inflight.delete(key);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { test } from "node:test";
 import jwt from "jsonwebtoken";
-import { JwtKeyRing, SecretNotFound, TokenInvalid } from "../src";
+import { CachedSecretClient, JwtKeyRing, SecretNotFound, TokenInvalid, type SecretClientLike } from "../src";
 import { cachedClient, put, sdkClient, unique } from "./env";
 
 test("getSecret is a drop-in that caches, with the version, and useCache=false reads through", async () => {
@@ -68,6 +68,33 @@ test("previous is the newest older version still enabled; missing secrets raise 
   await sdkClient().updateSecretProperties(name, v1, { enabled: false });
   assert.deepEqual((await client.enabledVersions(name)).map((v) => v.value), ["v2", "ancient"]);
   await assert.rejects(client.get(unique("missing")), SecretNotFound);
+});
+
+test("a version is read once: the listing after a rotation reads no value already held", async () => {
+  // A version's value never changes: the previous key, read when it was current, is not read again when
+  // the ring reloads after a rotation (one listing, no value read), and what is retired is dropped.
+  const sdk = sdkClient();
+  let versionReads = 0;
+  const counting: SecretClientLike = {
+    getSecret: (name, options) => {
+      if (options?.version) versionReads += 1;
+      return sdk.getSecret(name, options);
+    },
+    listPropertiesOfSecretVersions: (name, options) => sdk.listPropertiesOfSecretVersions(name, options),
+  };
+  const client = new CachedSecretClient(counting);
+  const name = unique("k");
+  const v1 = await put(name, "v1");
+  await client.get(name);
+  await put(name, "v2");
+  await client.refresh(name);
+  assert.deepEqual((await client.enabledVersions(name)).map((v) => v.value), ["v2", "v1"]);
+  assert.equal(versionReads, 0);
+  await sdk.updateSecretProperties(name, v1, { enabled: false }); // retired
+  assert.deepEqual((await client.enabledVersions(name)).map((v) => v.value), ["v2"]);
+  await sdk.updateSecretProperties(name, v1, { enabled: true }); // a retired value is not kept
+  assert.deepEqual((await client.enabledVersions(name)).map((v) => v.value), ["v2", "v1"]);
+  assert.equal(versionReads, 1);
 });
 
 const claims = () => ({ sub: "user-1" });

@@ -90,6 +90,12 @@ class CachedSecretClient:
         self._cache: dict[str, _Entry] = {}
         self._generation: dict[str, int] = {}
         self._inflight: dict[str, tuple[int, asyncio.Task[SecretValue]]] = {}
+        # Values by version: a version's value never changes, so one read is enough (a JWT ring reloading
+        # after a rotation finds the previous key here instead of reading it again). Holds per secret the
+        # current version, the one current before it and what the last listing found enabled; what is
+        # retired is dropped at the next listing or the next change of current version.
+        self._versions: dict[tuple[str, str], SecretValue] = {}
+        self._current: dict[str, str] = {}
         self._owned = list(owned)
         self.reads = 0  # Key Vault reads made (observability and tests)
 
@@ -178,6 +184,8 @@ class CachedSecretClient:
         for key in set(self._cache) | set(self._inflight):
             self._bump(key)
         self._cache.clear()
+        self._versions.clear()
+        self._current.clear()
 
     def cached_version(self, name: str) -> str | None:
         """The version currently cached for ``name`` (None when nothing is cached)."""
@@ -221,13 +229,24 @@ class CachedSecretClient:
         # Newest first; versions created within the same second keep the
         # listing's order reversed (Key Vault lists them oldest first).
         ordered = sorted(enumerate(props), key=lambda ip: (ip[1].created_on or epoch, ip[0]), reverse=True)
+        key = name.lower()
+        kept = {current.version} | {item.version for _, item in ordered[: max(0, limit - 1)]}
+        for held in [k for k in self._versions if k[0] == key and k[1] not in kept]:
+            del self._versions[held]  # retired, expired or beyond the limit: not kept in memory
         for _, item in ordered[: max(0, limit - 1)]:
+            held_value = self._versions.get((key, item.version))
+            if held_value is not None:
+                result.append(held_value)  # read before (when it was current): a version never changes
+                continue
             try:
                 secret = await self._client.get_secret(name, item.version)
             except HttpResponseError:
                 continue  # disabled or deleted since it was listed: not usable anyway
-            result.append(SecretValue(name=name, version=item.version, value=secret.value or "",
-                                      created_on=item.created_on, read_at=datetime.now(UTC)))
+            value = SecretValue(name=name, version=item.version, value=secret.value or "",
+                                created_on=item.created_on, read_at=datetime.now(UTC))
+            if key not in self._no_cache:
+                self._versions[(key, item.version)] = value
+            result.append(value)
         return result
 
     async def previous(self, name: str) -> SecretValue | None:
@@ -250,6 +269,17 @@ class CachedSecretClient:
         await self.close()
 
     # ------------------------------------------------------------ internals
+
+    def _remember_current(self, key: str, value: SecretValue) -> None:
+        """Keep the value of a version read as current; of the others, only the one current before it."""
+        if key in self._no_cache or not value.version:
+            return
+        before = self._current.get(key)
+        if before != value.version:
+            for held in [k for k in self._versions if k[0] == key and k[1] not in (value.version, before)]:
+                del self._versions[held]
+            self._current[key] = value.version
+        self._versions[(key, value.version)] = value
 
     def _bump(self, key: str) -> None:
         self._generation[key] = self._generation.get(key, 0) + 1
@@ -280,6 +310,7 @@ class CachedSecretClient:
                                 created_on=secret.properties.created_on, read_at=datetime.now(UTC))
             if self._generation.get(key, 0) == generation and key not in self._no_cache:
                 self._cache[key] = _Entry(value, self._clock())
+            self._remember_current(key, value)
             return value
         finally:
             current = self._inflight.get(key)
