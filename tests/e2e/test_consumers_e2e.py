@@ -10,11 +10,13 @@ processes of their own too; the test process is the rotation app. nginx
 (Debian) balances each service round-robin, without retrying a failed request
 on another replica (``proxy_next_upstream off``), so every failure counts.
 
-While steady load runs (every request carries a JWT and touches PostgreSQL
-and Redis), the real rotation engine rotates ``jwt-signing-key``,
+While a steady open-loop load runs (``E2E_RATE`` requests per second to each
+service; every request carries a JWT, opens a PostgreSQL connection and uses
+Redis), the real rotation engine rotates ``jwt-signing-key``,
 ``database-connection-string``, ``redis-password`` and
-``session-encryption-key`` ``ROUNDS`` times each with a tiny grace period,
-pinging both services through nginx. Two modes:
+``session-encryption-key`` ``ROUNDS`` times each, one after another
+(``E2E_CONCURRENT=1``: all at once), with a tiny grace period, pinging both
+services through nginx. Two modes:
 
 * ``fanout``: replicas fan each ping out over Redis pub/sub and acknowledge for
   the whole service (``acknowledges: service``), so retirement follows the
@@ -29,7 +31,10 @@ reports the version it uses and when it read it; they share this machine's
 clock). Polling the replicas only finds out that they have all switched: its
 own delay is not counted (it is printed too, as "seen by polling"). The
 yardstick is measured in the same run, under the same load: one round trip
-through nginx to a replica, and one Key Vault read by the SDK.
+through nginx to a replica, and one Key Vault read by the SDK. After the load
+stops, the fan-out run also measures what one fan-out notice costs an idle
+replica (CPU from ``/proc``) and how long all replicas of a service take to
+answer it.
 """
 
 from __future__ import annotations
@@ -246,10 +251,6 @@ async def detect_commits(emulator: RemoteEmulator, commits: dict[str, asyncio.Qu
                 commits[name].put_nowait((version, await asyncio.to_thread(emulator.last_put_started, name)))
 
 
-PER_REPLICA: dict[int, list[float]] = {}
-PER_SECRET: dict[str, list[float]] = {}
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU the process has used so far (``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -318,9 +319,20 @@ class CpuBusy:
         return 100.0 * busy / total if total else float("nan")
 
 
+class Convergence:
+    """What the watchers measured: per rotation, per replica (by index) and per secret, in milliseconds."""
+
+    def __init__(self) -> None:
+        self.last: list[float] = []  # the last replica: the convergence
+        self.first: list[float] = []
+        self.polled: list[float] = []  # when polling saw it
+        self.per_replica: dict[int, list[float]] = {}
+        self.per_secret: dict[str, list[float]] = {}
+
+
 async def watch_convergence(http: aiohttp.ClientSession, replicas: list[str], name: str,
-                            commits: asyncio.Queue[tuple[str, float]], samples: list[float], first: list[float],
-                            polled: list[float], stop: asyncio.Event) -> None:
+                            commits: asyncio.Queue[tuple[str, float]], seen: Convergence,
+                            stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             latest, committed = await asyncio.wait_for(commits.get(), timeout=0.1)
@@ -333,12 +345,12 @@ async def watch_convergence(http: aiohttp.ClientSession, replicas: list[str], na
                 if version == latest and i not in switched:
                     switched[i] = read_at if read_at is not None else time.time()
             if len(switched) == len(replicas):
-                samples.append((max(switched.values()) - committed) * 1000)
-                PER_SECRET.setdefault(name, []).append(samples[-1])
-                first.append((min(switched.values()) - committed) * 1000)
-                polled.append((time.time() - committed) * 1000)
+                seen.last.append((max(switched.values()) - committed) * 1000)
+                seen.per_secret.setdefault(name, []).append(seen.last[-1])
+                seen.first.append((min(switched.values()) - committed) * 1000)
+                seen.polled.append((time.time() - committed) * 1000)
                 for i, at in switched.items():
-                    PER_REPLICA.setdefault(i, []).append((at - committed) * 1000)
+                    seen.per_replica.setdefault(i, []).append((at - committed) * 1000)
                 break
             # The replicas say when they switched, so polling often would only add load while they do.
             await asyncio.sleep(POLL_SECONDS)
@@ -435,13 +447,10 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
         nginx_cleanup.append(load)
         await asyncio.sleep(2)  # steady state before the first rotation
         stop_watch = asyncio.Event()
-        convergence: list[float] = []
-        first_replica: list[float] = []
-        polled: list[float] = []
+        seen = Convergence()
         commits: dict[str, asyncio.Queue[tuple[str, float]]] = {name: asyncio.Queue() for name in SECRETS}
         watchers = [asyncio.create_task(detect_commits(emulator, commits, stop_watch))]
-        watchers += [asyncio.create_task(watch_convergence(http, replicas, name, commits[name], convergence,
-                                                           first_replica, polled, stop_watch))
+        watchers += [asyncio.create_task(watch_convergence(http, replicas, name, commits[name], seen, stop_watch))
                      for name in SECRETS]
         ping_ms: list[float] = []
         read_ms: list[float] = []
@@ -482,7 +491,7 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
     cost = (await refresh_cost(f"redis://fanout:{channel_password}@{redis.host}:{redis.port}/0",
                                {"backend": backends, "bridge": bridges}, CALIBRATION_NOTICES) if fanout else {})
 
-    ordered = sorted(convergence)
+    ordered = sorted(seen.last)
     p50 = statistics.median(ordered) if ordered else float("nan")
     pmax = ordered[-1] if ordered else float("nan")
     bound = 1.5 * (statistics.median(ping_ms) + statistics.median(read_ms))
@@ -491,19 +500,17 @@ async def test_consumers_through_rotations_behind_a_load_balancer(
     print(f"[{mode}] reference under load: ping round trip p50 {statistics.median(ping_ms):.0f} ms, vault read p50 "
           f"{statistics.median(read_ms):.0f} ms; bound 1.5 x their sum = {bound:.0f} ms; convergence p50 {p50:.0f} "
           f"ms max {pmax:.0f} ms ({met}); first replica p50 "
-          f"{statistics.median(first_replica) if first_replica else float('nan'):.0f} ms; seen by polling p50 "
-          f"{statistics.median(polled) if polled else float('nan'):.0f} ms")
+          f"{statistics.median(seen.first) if seen.first else float('nan'):.0f} ms; seen by polling p50 "
+          f"{statistics.median(seen.polled) if seen.polled else float('nan'):.0f} ms")
     print(f"[{mode}] load {RATE_PER_SERVICE:.0f} requests/s to each service (open loop); rotations "
           f"{'concurrent' if CONCURRENT else 'one after another'}; both cores {busy.percent():.0f}% busy meanwhile")
     for service, figures in cost.items():
         print(f"[{mode}] idle {service} replicas, one fan-out notice: {figures['cpu_ms']:.1f} ms of CPU each "
               f"(notice, Key Vault read, answer), all {REPLICAS} answered in {figures['round_ms']:.1f} ms p50")
     print(f"[{mode}] per replica p50 (backends, then bridges): "
-          + ", ".join(f"{statistics.median(PER_REPLICA[i]):.0f}" for i in sorted(PER_REPLICA)) + " ms")
-    PER_REPLICA.clear()
+          + ", ".join(f"{statistics.median(seen.per_replica[i]):.0f}" for i in sorted(seen.per_replica)) + " ms")
     print(f"[{mode}] convergence by secret: " + ", ".join(
-        f"{name} {' / '.join(f'{v:.0f}' for v in PER_SECRET.get(name, []))}" for name in SECRETS) + " ms")
-    PER_SECRET.clear()
+        f"{name} {' / '.join(f'{v:.0f}' for v in seen.per_secret.get(name, []))}" for name in SECRETS) + " ms")
     print(f"e2e-consumers ({mode}): {load.total} requests, {len(load.failures)} failed, {rotations} rotations, "
           f"{REPLICAS} replicas per service, convergence p50 {p50:.0f} ms p max {pmax:.0f} ms")
     assert rotations == ROUNDS * len(SECRETS)
