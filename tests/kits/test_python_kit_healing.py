@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import psycopg
 import pytest
@@ -127,6 +127,9 @@ async def test_redis_client_follows_the_cache_to_a_new_version_without_a_ping_or
         emulator.put("redis-password", new)
         redis_command(admin, "ACL", "SETUSER", user, f">{new}")  # both valid: the rotation's overlap
         client.invalidate("redis-password")  # what the cache's TTL does
+        reads = client.reads
+        assert await healing.run(lambda r: r.ping())  # never waits for Key Vault: re-reads in the background
+        await wait_until(lambda: client.reads == reads + 1 and client.cached_version("redis-password") is not None)
         assert await healing.run(lambda r: r.ping())
         assert await healing.client() is not first and healing.heals == 0
         redis_command(admin, "ACL", "SETUSER", user, f"<{old}")  # the old one retired
@@ -153,12 +156,23 @@ async def test_redis_client_keeps_working_when_key_vault_cannot_be_read(
                                username=user)
     try:
         assert await healing.run(lambda r: r.ping())
-        emulator.faults.add(503, times=10, path_regex=r"^/secrets/redis-password")
+        emulator.faults.add(503, times=None, path_regex=r"^/secrets/redis-password")
         client.invalidate("redis-password")
+        reads = client.reads
         assert await healing.run(lambda r: r.set("kit-key", "1"))
+        await wait_until(lambda: client.reads == reads + 1)  # the background re-read started (it is refused)
+        assert await healing.run(lambda r: r.set("kit-key", "2"))
         assert healing.heals == 0
     finally:
         emulator.faults.clear()
         await healing.aclose()
         redis_command(admin, "ACL", "DELUSER", user)
         admin.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the loop until ``condition`` holds (a background re-read finished)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)

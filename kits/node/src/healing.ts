@@ -6,7 +6,6 @@
 import pg from "pg";
 import { createClient } from "redis";
 import type { CachedSecretClient, SecretValue } from "./secrets";
-import { SecretUnavailable } from "./errors";
 
 /** PostgreSQL: invalid_password, invalid_authorization_specification. */
 const PG_AUTH_CODES = new Set(["28P01", "28000"]);
@@ -106,6 +105,7 @@ export class SelfHealingRedis {
   private lastTried: string | undefined;
   private next: SecretValue | undefined;
   private swapping: { version: string; done: Promise<void> } | undefined;
+  private revalidating: Promise<void> | undefined;
   heals = 0;
 
   constructor(
@@ -154,19 +154,23 @@ export class SelfHealingRedis {
     if (old?.isOpen) await old.quit().catch(() => undefined);
   }
 
+  /**
+   * The client for the version the cache holds: built when missing, rebuilt when the cache moves on, so an
+   * instance that missed a ping uses the new value within its cache age, not only once its connections
+   * break. Past the TTL the secret is re-read in the background while this call keeps the client it has:
+   * a command never waits for Key Vault (nor fails when it cannot be read). Concurrent callers share one
+   * rebuild.
+   */
   private async ensure(): Promise<Redis> {
-    let secret: SecretValue;
-    try {
-      secret = this.next ?? (await this.secrets.get(this.secretName));
-    } catch (err) {
-      if (this.client?.isReady && err instanceof SecretUnavailable) return this.client; // the one we have works
-      throw err;
-    }
+    let secret: SecretValue | undefined = this.next;
     this.next = undefined;
-    // Rebuilt when it is gone, and when the cache has moved on (its TTL re-read found a new version): an
-    // instance that missed a ping uses the new value once its cache expires, not only after its
-    // connections break. Concurrent callers share one rebuild.
-    if (!this.client?.isReady || secret.version !== this.version) {
+    if (!secret && !this.client?.isReady) secret = await this.secrets.get(this.secretName);
+    if (!secret) {
+      const held = this.secrets.cached(this.secretName);
+      if (held && held.version !== this.version) secret = held;
+      else if (!this.secrets.fresh(this.secretName)) this.revalidate();
+    }
+    if (secret && (!this.client?.isReady || secret.version !== this.version)) {
       let swapping = this.swapping;
       if (swapping?.version !== secret.version) {
         const done: Promise<void> = this.swap(secret).finally(() => {
@@ -178,6 +182,17 @@ export class SelfHealingRedis {
       await swapping!.done;
     }
     return this.client!;
+  }
+
+  private revalidate(): void {
+    if (this.revalidating) return;
+    // A failed re-read only means the client stays as it is; the next command after the TTL tries again.
+    this.revalidating = this.secrets
+      .get(this.secretName)
+      .then(() => undefined, () => undefined)
+      .finally(() => {
+        this.revalidating = undefined;
+      });
   }
 
   private async drop(): Promise<void> {

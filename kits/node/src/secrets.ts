@@ -141,6 +141,12 @@ export class CachedSecretClient {
     return this.cache.get(name.toLowerCase())?.secret;
   }
 
+  /** Whether the cache holds `name` within its TTL (a `get` now would not read Key Vault). */
+  fresh(name: string): boolean {
+    const entry = this.cache.get(name.toLowerCase());
+    return entry !== undefined && this.now() - entry.fetchedAt < this.ttlMs;
+  }
+
   /** Current version first, then older versions still enabled and valid, newest first (at most `limit`). */
   async enabledVersions(name: string, limit = 5): Promise<SecretValue[]> {
     const current = await this.get(name);

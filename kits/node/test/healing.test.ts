@@ -3,8 +3,8 @@ import { randomBytes } from "node:crypto";
 import { test } from "node:test";
 import pg from "pg";
 import { createClient } from "redis";
-import { SelfHealingRedis, connectPostgres } from "../src";
-import { cachedClient, env, put, unique } from "./env";
+import { CachedSecretClient, SelfHealingRedis, connectPostgres, type SecretClientLike } from "../src";
+import { cachedClient, env, put, sdkClient, unique } from "./env";
 
 const pgUri = (user: string, password: string, db = "postgres") =>
   `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${env("PG_HOST")}:${env("PG_PORT")}/${db}`;
@@ -123,6 +123,9 @@ test("node-redis client follows the cache to a new version without a ping or a f
     await put(name, newPw);
     await adminClient.sendCommand(["ACL", "SETUSER", user, `>${newPw}`]); // both valid: the overlap
     secrets.invalidate(name); // what the cache's TTL does
+    const reads = secrets.reads;
+    assert.equal(await healing.run(async (r) => r), first, "a command never waits for Key Vault");
+    await waitUntil(() => secrets.reads === reads + 1 && secrets.cachedVersion(name) !== undefined);
     const seen = await Promise.all(Array.from({ length: 5 }, () => healing.run(async (r) => r)));
     assert.notEqual(seen[0], first);
     assert.ok(seen.every((c) => c === seen[0]), "concurrent commands share one rebuilt client");
@@ -136,3 +139,52 @@ test("node-redis client follows the cache to a new version without a ping or a f
     await adminClient.quit();
   }
 });
+
+test("node-redis client keeps working when Key Vault cannot be read", async () => {
+  // Following the cache never makes Key Vault a dependency of every command: an expired entry that cannot
+  // be re-read leaves the working client in use.
+  const adminClient = createClient({
+    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+    username: env("REDIS_ADMIN_USER"),
+    password: env("REDIS_ADMIN_PASSWORD"),
+  });
+  await adminClient.connect();
+  const user = `kitnode-${randomBytes(4).toString("hex")}`;
+  const pw = password();
+  await adminClient.sendCommand(["ACL", "SETUSER", user, "on", `>${pw}`, "~*", "+@all"]);
+  const name = unique("redis-password");
+  await put(name, pw);
+  const sdk = sdkClient();
+  let down = false;
+  const flaky: SecretClientLike = {
+    getSecret: (n, o) => (down ? Promise.reject(Object.assign(new Error("down"), { statusCode: 503 })) : sdk.getSecret(n, o)),
+    listPropertiesOfSecretVersions: (n, o) => sdk.listPropertiesOfSecretVersions(n, o),
+  };
+  const secrets = new CachedSecretClient(flaky);
+  const healing = new SelfHealingRedis(secrets, name, {
+    username: user,
+    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+  });
+  try {
+    assert.equal(await healing.run((r) => r.ping()), "PONG");
+    down = true;
+    secrets.invalidate(name);
+    const reads = secrets.reads;
+    assert.equal(await healing.run((r) => r.set("kit-node-key", "1")), "OK");
+    await waitUntil(() => secrets.reads === reads + 1); // the background re-read started (it is refused)
+    assert.equal(await healing.run((r) => r.set("kit-node-key", "2")), "OK");
+    assert.equal(healing.heals, 0);
+  } finally {
+    await healing.close();
+    await adminClient.sendCommand(["ACL", "DELUSER", user]);
+    await adminClient.quit();
+  }
+});
+
+async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, "condition not reached");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

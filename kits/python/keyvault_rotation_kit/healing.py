@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from keyvault_rotation_kit.errors import SecretUnavailable
 from keyvault_rotation_kit.secrets import CachedSecretClient, SecretValue
 
 T = TypeVar("T")
@@ -88,22 +87,33 @@ class SelfHealingRedis:
         self._client: Any = None
         self._version: str | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._revalidating: asyncio.Future[SecretValue] | None = None
         self.retire_after_seconds = 30.0  # how long a replaced client may finish its in-flight commands
         self.heals = 0
 
     async def client(self) -> Any:
-        """The client for the version the cache holds now: built on first use, rebuilt when the cache
-        moves on (its TTL re-read found a new version), so an instance that missed a ping uses the new
-        value once its cache expires, not only after its connections break."""
-        try:
-            secret = await self._secrets.get(self._name)
-        except SecretUnavailable:
-            if self._client is None:
-                raise
-            return self._client  # Key Vault unreachable: the client we have still works
-        if self._client is None or secret.version != self._version:
-            await self._swap(secret)  # checked and swapped without a suspension in between: one rebuild
+        """The client for the version the cache holds: built on first use, rebuilt when the cache moves on.
+
+        An instance that missed a ping thus uses the new value within its cache age, not only once its
+        connections break. Past the TTL the secret is re-read in the background while this call keeps the
+        client it has: a command never waits for Key Vault (nor fails when it cannot be read)."""
+        if self._client is None:
+            await self._swap(await self._secrets.get(self._name))
+            return self._client
+        held = self._secrets.cached(self._name)
+        if held is not None and held.version != self._version:
+            await self._swap(held)  # checked and swapped without a suspension in between: one rebuild
+        elif not self._secrets.fresh(self._name):
+            self._revalidate()
         return self._client
+
+    def _revalidate(self) -> None:
+        if self._revalidating is not None and not self._revalidating.done():
+            return
+        task = asyncio.ensure_future(self._secrets.get(self._name))
+        # A failed re-read only means the client stays as it is; the next command after the TTL tries again.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._revalidating = task
 
     async def run(self, work: Callable[[Any], Awaitable[T]]) -> T:
         client = await self.client()
@@ -138,6 +148,8 @@ class SelfHealingRedis:
             await client.aclose()
 
     async def aclose(self) -> None:
+        if self._revalidating is not None:
+            self._revalidating.cancel()
         for task in list(self._retiring):
             task.cancel()  # closes its client now
         if self._retiring:

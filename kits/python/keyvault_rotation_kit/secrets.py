@@ -201,6 +201,11 @@ class CachedSecretClient:
         entry = self._cache.get(name.lower())
         return entry.secret if entry is not None else None
 
+    def fresh(self, name: str) -> bool:
+        """Whether the cache holds ``name`` within its TTL (a :meth:`get` now would not read Key Vault)."""
+        entry = self._cache.get(name.lower())
+        return entry is not None and self._clock() - entry.fetched_at < self._ttl
+
     async def enabled_versions(self, name: str, *, limit: int = 5) -> list[SecretValue]:
         """The current version first, then older versions still enabled and valid, newest first.
 
