@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import psycopg
 import pytest
@@ -78,26 +78,52 @@ async def test_postgres_errors_that_are_not_about_credentials_are_not_healed(
     assert client.reads == 1
 
 
+class RedisUser:
+    """A Redis ACL user whose password is the Key Vault secret ``redis-password``; ``admin`` changes it."""
+
+    def __init__(self, emulator: KeyVaultEmulator, server: RedisServer) -> None:
+        self.server, self.name, self.password = server, f"kit-{uuid.uuid4().hex[:8]}", password()
+        self.admin = server.client()
+        redis_command(self.admin, "ACL", "SETUSER", self.name, "on", f">{self.password}", "~*", "+@all")
+        emulator.put("redis-password", self.password)
+
+    def acl(self, *rules: str) -> None:
+        redis_command(self.admin, "ACL", "SETUSER", self.name, *rules)
+
+    def kill_connections(self) -> None:
+        """Fresh connections must authenticate."""
+        redis_command(self.admin, "CLIENT", "KILL", "USER", self.name)
+
+    def healing(self, client: CachedSecretClient) -> SelfHealingRedis:
+        return SelfHealingRedis(client, "redis-password", host=self.server.host, port=self.server.port,
+                                username=self.name)
+
+
+@pytest.fixture
+def redis_user(emulator: KeyVaultEmulator, redis_server: RedisServer) -> Iterator[RedisUser]:
+    user = RedisUser(emulator, redis_server)
+    try:
+        yield user
+    finally:
+        redis_command(user.admin, "ACL", "DELUSER", user.name)
+        user.admin.close()
+
+
 async def test_redis_client_heals_once_after_the_cached_password_was_retired(
-    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_server: RedisServer
+    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_user: RedisUser
 ) -> None:
-    user = f"kit-{uuid.uuid4().hex[:8]}"
-    old, new = password(), password()
-    admin = redis_server.client()
-    redis_command(admin, "ACL", "SETUSER", user, "on", f">{old}", "~*", "+@all")
-    emulator.put("redis-password", old)
-    healing = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
-                               username=user)
+    new = password()
+    healing = redis_user.healing(client)
     try:
         assert await healing.run(lambda r: r.ping())
         emulator.put("redis-password", new)
-        redis_command(admin, "ACL", "SETUSER", user, "resetpass", f">{new}")  # rotated and retired
-        redis_command(admin, "CLIENT", "KILL", "USER", user)  # fresh connections must authenticate
+        redis_user.acl("resetpass", f">{new}")  # rotated and retired
+        redis_user.kill_connections()
         assert await healing.run(lambda r: r.set("kit-key", "1"))
         assert healing.heals == 1
         # Not an authentication failure: propagates without a re-read.
         reads = client.reads
-        redis_command(admin, "ACL", "SETUSER", user, "-set")
+        redis_user.acl("-set")
         from redis.exceptions import NoPermissionError
 
         with pytest.raises(NoPermissionError):
@@ -105,55 +131,40 @@ async def test_redis_client_heals_once_after_the_cached_password_was_retired(
         assert client.reads == reads and healing.heals == 1
     finally:
         await healing.aclose()
-        redis_command(admin, "ACL", "DELUSER", user)
-        admin.close()
 
 
 async def test_redis_client_follows_the_cache_to_a_new_version_without_a_ping_or_a_failure(
-    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_server: RedisServer
+    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_user: RedisUser
 ) -> None:
     """An instance that missed a ping: once its cache re-reads, its next command runs on a client
     built from the new value (not on connections authenticated with the retired one)."""
-    user = f"kit-{uuid.uuid4().hex[:8]}"
-    old, new = password(), password()
-    admin = redis_server.client()
-    redis_command(admin, "ACL", "SETUSER", user, "on", f">{old}", "~*", "+@all")
-    emulator.put("redis-password", old)
-    healing = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
-                               username=user)
+    new = password()
+    healing = redis_user.healing(client)
     try:
         assert await healing.run(lambda r: r.ping())
         first = await healing.client()
         emulator.put("redis-password", new)
-        redis_command(admin, "ACL", "SETUSER", user, f">{new}")  # both valid: the rotation's overlap
+        redis_user.acl(f">{new}")  # both valid: the rotation's overlap
         client.invalidate("redis-password")  # what the cache's TTL does
         reads = client.reads
         assert await healing.run(lambda r: r.ping())  # never waits for Key Vault: re-reads in the background
         await wait_until(lambda: client.reads == reads + 1 and client.cached_version("redis-password") is not None)
         assert await healing.run(lambda r: r.ping())
         assert await healing.client() is not first and healing.heals == 0
-        redis_command(admin, "ACL", "SETUSER", user, f"<{old}")  # the old one retired
-        redis_command(admin, "CLIENT", "KILL", "USER", user)
+        redis_user.acl(f"<{redis_user.password}")  # the old one retired
+        redis_user.kill_connections()
         assert await healing.run(lambda r: r.set("kit-key", "1"))
         assert healing.heals == 0  # already on the new value: nothing to heal
     finally:
         await healing.aclose()
-        redis_command(admin, "ACL", "DELUSER", user)
-        admin.close()
 
 
 async def test_redis_client_keeps_working_when_key_vault_cannot_be_read(
-    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_server: RedisServer
+    emulator: KeyVaultEmulator, client: CachedSecretClient, redis_user: RedisUser
 ) -> None:
     """Following the cache never makes Key Vault a dependency of every command: an expired entry that
     cannot be re-read leaves the working client in use."""
-    user = f"kit-{uuid.uuid4().hex[:8]}"
-    value = password()
-    admin = redis_server.client()
-    redis_command(admin, "ACL", "SETUSER", user, "on", f">{value}", "~*", "+@all")
-    emulator.put("redis-password", value)
-    healing = SelfHealingRedis(client, "redis-password", host=redis_server.host, port=redis_server.port,
-                               username=user)
+    healing = redis_user.healing(client)
     try:
         assert await healing.run(lambda r: r.ping())
         emulator.faults.add(503, times=None, path_regex=r"^/secrets/redis-password")
@@ -166,8 +177,6 @@ async def test_redis_client_keeps_working_when_key_vault_cannot_be_read(
     finally:
         emulator.faults.clear()
         await healing.aclose()
-        redis_command(admin, "ACL", "DELUSER", user)
-        admin.close()
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -21,6 +21,31 @@ async function admin<T>(work: (c: pg.Client) => Promise<T>): Promise<T> {
 
 const password = () => randomBytes(18).toString("base64url");
 
+/** A Redis ACL user whose password is the Key Vault secret `name`, with an admin connection to change it. */
+async function redisUser() {
+  const adminClient = createClient({
+    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+    username: env("REDIS_ADMIN_USER"),
+    password: env("REDIS_ADMIN_PASSWORD"),
+  });
+  await adminClient.connect();
+  const user = `kitnode-${randomBytes(4).toString("hex")}`;
+  const pw = password();
+  await adminClient.sendCommand(["ACL", "SETUSER", user, "on", `>${pw}`, "~*", "+@all"]);
+  const name = unique("redis-password");
+  await put(name, pw);
+  const healingWith = (secrets: CachedSecretClient) =>
+    new SelfHealingRedis(secrets, name, {
+      username: user,
+      socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
+    });
+  const cleanup = async () => {
+    await adminClient.sendCommand(["ACL", "DELUSER", user]);
+    await adminClient.quit();
+  };
+  return { adminClient, user, name, password: pw, healingWith, cleanup };
+}
+
 /** The class node-redis built for a client (each client is a proxy over an instance of it). */
 const clientClass = (client: unknown) => Object.getPrototypeOf(Object.getPrototypeOf(client)).constructor;
 
@@ -51,22 +76,10 @@ test("node-postgres connection heals once after the cached password was retired"
 });
 
 test("node-redis client heals once after the cached password was retired", async () => {
-  const adminClient = createClient({
-    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
-    username: env("REDIS_ADMIN_USER"),
-    password: env("REDIS_ADMIN_PASSWORD"),
-  });
-  await adminClient.connect();
-  const user = `kitnode-${randomBytes(4).toString("hex")}`;
-  const [oldPw, newPw] = [password(), password()];
-  await adminClient.sendCommand(["ACL", "SETUSER", user, "on", `>${oldPw}`, "~*", "+@all"]);
-  const name = unique("redis-password");
-  await put(name, oldPw);
+  const { adminClient, user, name, healingWith, cleanup } = await redisUser();
+  const newPw = password();
   const secrets = cachedClient();
-  const healing = new SelfHealingRedis(secrets, name, {
-    username: user,
-    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
-  });
+  const healing = healingWith(secrets);
   try {
     let first: unknown;
     assert.equal(await healing.run(async (r) => { first = r; return r.ping(); }), "PONG");
@@ -93,30 +106,17 @@ test("node-redis client heals once after the cached password was retired", async
     assert.equal(classes[1], classes[0]);
   } finally {
     await healing.close();
-    await adminClient.sendCommand(["ACL", "DELUSER", user]);
-    await adminClient.quit();
+    await cleanup();
   }
 });
 
 test("node-redis client follows the cache to a new version without a ping or a failure", async () => {
   // An instance that missed a ping: once its cache re-reads, its next command runs on a client built from
   // the new value (not on connections authenticated with the retired one).
-  const adminClient = createClient({
-    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
-    username: env("REDIS_ADMIN_USER"),
-    password: env("REDIS_ADMIN_PASSWORD"),
-  });
-  await adminClient.connect();
-  const user = `kitnode-${randomBytes(4).toString("hex")}`;
-  const [oldPw, newPw] = [password(), password()];
-  await adminClient.sendCommand(["ACL", "SETUSER", user, "on", `>${oldPw}`, "~*", "+@all"]);
-  const name = unique("redis-password");
-  await put(name, oldPw);
+  const { adminClient, user, name, password: oldPw, healingWith, cleanup } = await redisUser();
+  const newPw = password();
   const secrets = cachedClient();
-  const healing = new SelfHealingRedis(secrets, name, {
-    username: user,
-    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
-  });
+  const healing = healingWith(secrets);
   try {
     let first: unknown;
     assert.equal(await healing.run(async (r) => { first = r; return r.ping(); }), "PONG");
@@ -135,25 +135,14 @@ test("node-redis client follows the cache to a new version without a ping or a f
     assert.equal(healing.heals, 0, "already on the new value: nothing to heal");
   } finally {
     await healing.close();
-    await adminClient.sendCommand(["ACL", "DELUSER", user]);
-    await adminClient.quit();
+    await cleanup();
   }
 });
 
 test("node-redis client keeps working when Key Vault cannot be read", async () => {
   // Following the cache never makes Key Vault a dependency of every command: an expired entry that cannot
   // be re-read leaves the working client in use.
-  const adminClient = createClient({
-    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
-    username: env("REDIS_ADMIN_USER"),
-    password: env("REDIS_ADMIN_PASSWORD"),
-  });
-  await adminClient.connect();
-  const user = `kitnode-${randomBytes(4).toString("hex")}`;
-  const pw = password();
-  await adminClient.sendCommand(["ACL", "SETUSER", user, "on", `>${pw}`, "~*", "+@all"]);
-  const name = unique("redis-password");
-  await put(name, pw);
+  const { name, healingWith, cleanup } = await redisUser();
   const sdk = sdkClient();
   let down = false;
   const flaky: SecretClientLike = {
@@ -161,10 +150,7 @@ test("node-redis client keeps working when Key Vault cannot be read", async () =
     listPropertiesOfSecretVersions: (n, o) => sdk.listPropertiesOfSecretVersions(n, o),
   };
   const secrets = new CachedSecretClient(flaky);
-  const healing = new SelfHealingRedis(secrets, name, {
-    username: user,
-    socket: { host: env("REDIS_HOST"), port: Number(env("REDIS_PORT")) },
-  });
+  const healing = healingWith(secrets);
   try {
     assert.equal(await healing.run((r) => r.ping()), "PONG");
     down = true;
@@ -176,8 +162,7 @@ test("node-redis client keeps working when Key Vault cannot be read", async () =
     assert.equal(healing.heals, 0);
   } finally {
     await healing.close();
-    await adminClient.sendCommand(["ACL", "DELUSER", user]);
-    await adminClient.quit();
+    await cleanup();
   }
 });
 
