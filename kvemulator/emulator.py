@@ -656,6 +656,15 @@ class KeyVaultEmulator:
         with self._records_lock:
             return list(self._records)
 
+    def last_request(self, method: str, path: str, status: int | None = None) -> RequestRecord | None:
+        """The newest request matching, searched from the end: no copy of a long log, a short hold of its lock
+        (a test asking while the emulator serves others does not stall them)."""
+        with self._records_lock:
+            for record in reversed(self._records):
+                if record.method == method.upper() and record.path == path and status in (None, record.status):
+                    return record
+        return None
+
     @property
     def counters(self) -> Counter[tuple[str, str]]:
         """Authenticated requests per ``(method, kind)``, e.g. ``("GET", "secrets")``."""

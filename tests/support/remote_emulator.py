@@ -29,8 +29,9 @@ class _Served(KeyVaultEmulator):
         return {name: (latest or {}).get("version") for name in names for latest in [self.latest(name)]}
 
     def last_put_started(self, name: str) -> float:
-        path = f"/secrets/{name}"
-        return [r for r in self.requests if r.method == "PUT" and r.path == path and r.status == 200][-1].started
+        record = self.last_request("PUT", f"/secrets/{name}", status=200)
+        assert record is not None, f"no PUT of {name}"
+        return record.started
 
 
 class _Manager(BaseManager):
