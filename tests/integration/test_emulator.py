@@ -863,3 +863,14 @@ def test_standalone_main_serves_seeded_vault_and_stops_on_terminate(tmp_path: Pa
     assert "ROTATION_ALLOWED_VAULTS=kv-local" in stdout
     assert jwt.value is not None and jwt.value not in stdout + stderr
     assert json.loads((state_dir / "settings.json").read_text())["ROTATION_ALLOWED_VAULTS"] == "kv-local"
+
+
+def test_last_request_is_the_newest_match(emu: KeyVaultEmulator, client: SecretClient) -> None:
+    client.set_secret("lr", "one")
+    client.set_secret("lr", "two")
+    client.get_secret("lr")
+    last_put = emu.last_request("put", "/secrets/lr", status=200)
+    assert last_put is not None
+    assert last_put == [r for r in emu.requests if r.method == "PUT" and r.path == "/secrets/lr"][-1]
+    assert emu.last_request("PUT", "/secrets/lr", status=404) is None
+    assert emu.last_request("DELETE", "/secrets/lr") is None
