@@ -199,6 +199,37 @@ async def test_raw_ring_verifies_tokens_of_the_previous_key_until_it_is_disabled
         await ring.verify(jwt.encode(claims(), b"x" * 64, algorithm="HS256"))
 
 
+async def test_a_retired_previous_key_stops_verifying_within_the_recheck_interval_without_a_reload(
+    emulator: KeyVaultEmulator, client: CachedSecretClient
+) -> None:
+    """A token signed with the previous key is accepted only while a check no older than
+    ``recheck_seconds`` found that key enabled: retirement shows within that time, not the ring's TTL."""
+    v1 = emulator.put("jwt-signing-key", raw_key())["version"]
+    checking = JwtKeyRing(client, "jwt-signing-key", recheck_seconds=0)  # confirms on every such token
+    lenient = JwtKeyRing(client, "jwt-signing-key", recheck_seconds=3600)
+    before = await checking.sign(claims())
+    emulator.put("jwt-signing-key", raw_key())  # rotation: v1 stays enabled for the overlap
+    client.invalidate("jwt-signing-key")
+    await checking.reload()
+    await lenient.reload()
+    assert (await checking.verify(before))["sub"] == "user-1"  # still enabled: accepted
+    listings = emulator.count("GET", "secret_versions")
+    assert (await checking.verify(await checking.sign(claims())))["sub"] == "user-1"
+    assert emulator.count("GET", "secret_versions") == listings  # current-key tokens cost nothing
+    emulator.update("jwt-signing-key", v1, enabled=False)  # retirement
+    with pytest.raises(TokenInvalid):
+        await checking.verify(before)
+    assert (await lenient.verify(before))["sub"] == "user-1"  # its last check is recent enough
+    # Key Vault cannot tell: the keys held keep verifying (no outage of the service).
+    emulator.update("jwt-signing-key", v1, enabled=True)
+    await checking.reload()
+    emulator.faults.add(503, times=None, path_regex=r"/versions$")
+    try:
+        assert (await checking.verify(before))["sub"] == "user-1"
+    finally:
+        emulator.faults.clear()
+
+
 async def test_a_stale_replica_reloads_once_to_verify_a_token_signed_with_a_newer_key(
     emulator: KeyVaultEmulator, client: CachedSecretClient
 ) -> None:

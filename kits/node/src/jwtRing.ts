@@ -9,13 +9,20 @@
  * EdDSA keys (the rotator's `alg: EdDSA`) are refused when the ring loads: the
  * `jsonwebtoken` library underneath has no EdDSA (the Python kit has).
  *
+ * A token that verifies only with a key other than the current signing key is
+ * accepted once the ring has confirmed, within the last `recheckMs`, that the
+ * key is still enabled: retirement disables it, so a retired key stops verifying
+ * within that time rather than the ring's TTL (one listing at most every
+ * `recheckMs` while such tokens arrive; if Key Vault cannot be read then, the
+ * keys held keep verifying).
+ *
  * A token no known key verifies triggers one rate-limited reload (another
  * replica may already sign with a newer key). `publicJwks()` is built from
  * each key's public KeyObject, so no private member can be exported.
  */
 import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject, type JsonWebKey } from "node:crypto";
 import jwt from "jsonwebtoken";
-import { KitError, TokenInvalid } from "./errors";
+import { KitError, SecretUnavailable, TokenInvalid } from "./errors";
 import type { CachedSecretClient } from "./secrets";
 
 interface RingKey {
@@ -32,12 +39,15 @@ export interface JwtKeyRingOptions {
   maxVersions?: number;
   ttlMs?: number;
   reloadIntervalMs?: number;
+  /** How old the confirmation that a previous key is still enabled may be (default 30 s). */
+  recheckMs?: number;
 }
 
 export class JwtKeyRing {
   private keys: RingKey[] = [];
   private loadedAt = -Infinity;
   private failureReloadAt = -Infinity;
+  private recheckedAt = -Infinity; // the last attempt to confirm a previous key (loaded or not)
   private loading: Promise<void> | undefined;
   private readonly format: "raw" | "jwks";
 
@@ -62,10 +72,28 @@ export class JwtKeyRing {
   /** The claims of a token signed by any still-enabled key; throws TokenInvalid. */
   async verify(token: string, options: Omit<jwt.VerifyOptions, "algorithms" | "complete"> = {}): Promise<jwt.JwtPayload> {
     const keys = await this.ring();
+    let verified: { claims: jwt.JwtPayload; key: RingKey } | undefined;
     try {
-      return this.verifyWith(keys, token, options);
+      verified = this.verifyWith(keys, token, options);
     } catch (err) {
       if (!(err instanceof TokenInvalid)) throw err;
+    }
+    if (verified) {
+      const confirmed = Math.max(this.loadedAt, this.recheckedAt);
+      if (verified.key === keys[0] || performance.now() - confirmed < (this.options.recheckMs ?? 30_000)) {
+        return verified.claims;
+      }
+      // A previous key, on a ring not confirmed lately: is it still enabled (not retired)?
+      if (this.keys === keys) {
+        if (!this.loading) this.recheckedAt = performance.now();
+        try {
+          await this.load();
+        } catch (err) {
+          if (err instanceof SecretUnavailable) return verified.claims; // Key Vault cannot tell now
+          throw err;
+        }
+      }
+      return this.verifyWith(this.keys, token, options).claims;
     }
     if (this.keys === keys) {
       // Nobody reloaded since our attempt: reload once (shared by concurrent failures), rate-limited.
@@ -78,7 +106,7 @@ export class JwtKeyRing {
       }
       await this.load();
     }
-    return this.verifyWith(this.keys, token, options);
+    return this.verifyWith(this.keys, token, options).claims;
   }
 
   /** `{keys: [...]}` of the public keys (JWKS format only). */
@@ -99,7 +127,7 @@ export class JwtKeyRing {
     await this.load();
   }
 
-  private verifyWith(keys: RingKey[], token: string, options: jwt.VerifyOptions): jwt.JwtPayload {
+  private verifyWith(keys: RingKey[], token: string, options: jwt.VerifyOptions): { claims: jwt.JwtPayload; key: RingKey } {
     const decoded = jwt.decode(token, { complete: true });
     if (!decoded) throw new TokenInvalid("malformed token");
     const { alg, kid } = decoded.header;
@@ -109,7 +137,7 @@ export class JwtKeyRing {
       try {
         const claims = jwt.verify(token, key.verifying, { ...options, algorithms: [key.alg] });
         if (typeof claims === "string") throw new TokenInvalid("token payload is not an object");
-        return claims;
+        return { claims, key };
       } catch (err) {
         if (err instanceof jwt.TokenExpiredError) throw new TokenInvalid("token expired");
         if (err instanceof jwt.JsonWebTokenError && err.message === "invalid signature") continue;

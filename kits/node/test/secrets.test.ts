@@ -118,6 +118,45 @@ test("raw JWT ring verifies tokens of the previous key until it is disabled", as
   await assert.rejects(ring.verify(jwt.sign(claims(), "x".repeat(64), { algorithm: "HS256" })), TokenInvalid);
 });
 
+test("a retired previous key stops verifying within recheckMs, without a reload", async () => {
+  // A token signed with the previous key is accepted only while a check no older than recheckMs found that
+  // key enabled: retirement shows within that time, not the ring's TTL.
+  const name = unique("jwt");
+  const v1 = await put(name, randomBytes(64).toString("base64url"));
+  const sdk = sdkClient();
+  let down = false;
+  let listings = 0;
+  const watched: SecretClientLike = {
+    getSecret: (n, o) => sdk.getSecret(n, o),
+    listPropertiesOfSecretVersions: (n, o) => {
+      listings += 1;
+      if (!down) return sdk.listPropertiesOfSecretVersions(n, o);
+      const failing = { next: () => Promise.reject(Object.assign(new Error("down"), { statusCode: 503 })) };
+      return { [Symbol.asyncIterator]: () => failing } as never;
+    },
+  };
+  const client = new CachedSecretClient(watched);
+  const checking = new JwtKeyRing(client, name, { recheckMs: 0 }); // confirms on every such token
+  const lenient = new JwtKeyRing(client, name, { recheckMs: 3_600_000 });
+  const before = await checking.sign(claims(), { expiresIn: 600 });
+  await put(name, randomBytes(64).toString("base64url")); // rotation: v1 stays enabled for the overlap
+  client.invalidate(name);
+  await checking.reload();
+  await lenient.reload();
+  assert.equal((await checking.verify(before)).sub, "user-1"); // still enabled: accepted
+  const seen = listings;
+  assert.equal((await checking.verify(await checking.sign(claims(), { expiresIn: 600 }))).sub, "user-1");
+  assert.equal(listings, seen, "current-key tokens cost nothing");
+  await sdk.updateSecretProperties(name, v1, { enabled: false }); // retirement
+  await assert.rejects(checking.verify(before), TokenInvalid);
+  assert.equal((await lenient.verify(before)).sub, "user-1"); // its last check is recent enough
+  // Key Vault cannot tell: the keys held keep verifying (no outage of the service).
+  await sdk.updateSecretProperties(name, v1, { enabled: true });
+  await checking.reload();
+  down = true;
+  assert.equal((await checking.verify(before)).sub, "user-1");
+});
+
 test("a stale replica reloads once to verify a token signed with a newer key", async () => {
   const name = unique("jwt");
   await put(name, randomBytes(64).toString("base64url"));

@@ -12,6 +12,13 @@ just before a rotation keep working. This ring gives verifiers exactly that:
   verification picks the key by the token's ``kid`` across the enabled
   versions' sets.
 
+A token that verifies only with a key other than the current signing key is
+accepted once the ring has confirmed, within the last ``recheck_seconds``, that
+the key is still enabled: retirement disables it, so a retired key stops
+verifying within that time rather than the ring's TTL. The check is one listing
+of the versions at most every ``recheck_seconds`` while such tokens arrive.
+If Key Vault cannot be read then, the keys held keep verifying.
+
 A token that verifies with none of the known keys triggers one re-read of the
 ring (another replica may already sign with a key this one has not seen);
 concurrent failures share that re-read, and such re-reads happen at most once
@@ -35,7 +42,7 @@ from typing import Any
 import jwt
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from keyvault_rotation_kit.errors import TokenInvalid
+from keyvault_rotation_kit.errors import SecretUnavailable, TokenInvalid
 from keyvault_rotation_kit.secrets import CachedSecretClient
 
 _ALGORITHM_CLASS: dict[str, Any] = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}
@@ -63,6 +70,7 @@ class JwtKeyRing:
         max_versions: int = 3,
         ttl_seconds: float = 300.0,
         reload_interval_seconds: float = 5.0,
+        recheck_seconds: float = 30.0,
         leeway_seconds: float = 0.0,
     ) -> None:
         if format not in {"raw", "jwks"}:
@@ -76,6 +84,8 @@ class JwtKeyRing:
         self._max_versions = max_versions
         self._ttl = ttl_seconds
         self._reload_interval = reload_interval_seconds
+        self._recheck = recheck_seconds
+        self._rechecked_at = float("-inf")  # the last attempt to confirm a previous key (loaded or not)
         self._leeway = leeway_seconds
         self._keys: list[_Key] = []
         self._loaded_at = float("-inf")
@@ -98,9 +108,21 @@ class JwtKeyRing:
         """
         keys = await self._ring()
         try:
-            return self._verify(keys, token, decode_options)
+            claims, key = self._verify(keys, token, decode_options)
         except TokenInvalid:
             pass
+        else:
+            if key is keys[0] or time.monotonic() - max(self._loaded_at, self._rechecked_at) < self._recheck:
+                return claims
+            # A previous key, on a ring not confirmed lately: is it still enabled (not retired)?
+            async with self._lock:
+                if self._keys is keys:  # nobody reloaded since our attempt
+                    self._rechecked_at = time.monotonic()
+                    try:
+                        await self._load()
+                    except SecretUnavailable:
+                        return claims  # Key Vault cannot tell now: the keys held keep verifying
+            return self._verify(self._keys, token, decode_options)[0]
         async with self._lock:
             if self._keys is keys:  # nobody reloaded since our attempt
                 if time.monotonic() - self._failure_reload_at < self._reload_interval:
@@ -108,7 +130,7 @@ class JwtKeyRing:
                 self._failure_reload_at = time.monotonic()
                 self._secrets.invalidate(self._name)
                 await self._load()
-        return self._verify(self._keys, token, decode_options)
+        return self._verify(self._keys, token, decode_options)[0]
 
     async def public_jwks(self) -> dict[str, Any]:
         """``{"keys": [...]}`` of the public keys (JWKS format only; raw HMAC keys have no public part)."""
@@ -133,7 +155,8 @@ class JwtKeyRing:
 
     # ------------------------------------------------------------ internals
 
-    def _verify(self, keys: list[_Key], token: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    def _verify(self, keys: list[_Key], token: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], _Key]:
+        """The claims and the key that verified them."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -148,7 +171,7 @@ class JwtKeyRing:
             try:
                 claims: dict[str, Any] = jwt.decode(token, key.verifying, algorithms=[key.alg],
                                                     leeway=self._leeway, **options)
-                return claims
+                return claims, key
             except jwt.InvalidSignatureError:
                 continue
             except jwt.ExpiredSignatureError:
